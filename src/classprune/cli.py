@@ -1,0 +1,80 @@
+"""Command line: ``classprune <step>`` runs one pipeline step; stage scripts call ``run_stage``.
+
+User errors print one line (``error: ...``) and exit with status 2; nothing half-written is left behind
+because every step writes atomically.
+"""
+from __future__ import annotations
+
+import argparse
+import inspect
+import json
+import sys
+from collections.abc import Callable, Sequence
+
+from .errors import ClassPruneError
+
+# name -> pipeline function; arguments beyond ``params`` become required CLI options.
+STEPS = ("prepare", "split", "cache", "init", "train", "prune", "evaluate", "report")
+_FUNCS = {"train": "train_round", "prune": "prune_round", "evaluate": "evaluate_round", "report": "report"}
+
+
+def _resolve(step: str) -> Callable:
+    from . import pipeline
+
+    if step == "report":
+        from .config import Params
+        from .report import write_reports
+
+        def report(params: Params) -> None:
+            agg = write_reports(params)
+            _print_table(agg, params)
+        return report
+    return getattr(pipeline, _FUNCS.get(step, step))
+
+
+def _print_table(agg, params) -> None:
+    sub = agg[agg["split"] == params.report.split]
+    cols = ["method", "round", "remaining", "auc", "accuracy", "fnr", "fpr"]
+    print(sub[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+
+
+def _parser(step: str, fn: Callable) -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=f"classprune {step}", description=(fn.__doc__ or "").split("\n")[0])
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    for name, prm in inspect.signature(fn).parameters.items():
+        if name == "params":
+            continue
+        flag = "--round" if name == "k" else f"--{name}"
+        p.add_argument(flag, dest=name, required=True, type=int if prm.annotation in (int, "int") else str)
+    return p
+
+
+def run_step(step: str, argv: Sequence[str] | None = None) -> int:
+    from .config import load_params
+
+    fn = _resolve(step)
+    args = vars(_parser(step, fn).parse_args(argv))
+    try:
+        params = load_params(args.pop("params"))
+        result = fn(params, **args)
+    except (ClassPruneError, ValueError, FloatingPointError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    if isinstance(result, dict):
+        print(json.dumps(result, default=str, sort_keys=True))
+    elif result is not None:
+        print(result)
+    return 0
+
+
+def run_stage(step: str) -> None:
+    """Entry point of the scripts in stages/."""
+    sys.exit(run_step(step, sys.argv[1:]))
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STEPS:
+        print(f"usage: classprune {{{','.join(STEPS)}}} [--params PARAMS] [options]", file=sys.stderr)
+        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    sys.exit(run_step(argv[0], argv[1:]))

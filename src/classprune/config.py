@@ -1,0 +1,196 @@
+"""Typed params.yaml: every knob validated on load, errors as one line naming the key and allowed values."""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import ConfigError
+from .model import MIN_IMAGE_SIZE, NUM_PARAMETERS
+from .scenarios import SCENARIOS, Scenario
+
+DEFAULT_PARAMS = Path("params.yaml")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class Synthetic(_Strict):
+    n_positive: int = Field(600, ge=1)
+    n_negative: int = Field(3000, ge=1)
+    image_size: int = Field(64, ge=16)
+    seed: int = 0
+
+
+class Isic(_Strict):
+    train_images: str = "data/raw/ISIC/ISBI2016_ISIC_Part3_Training_Data"
+    train_csv: str = "data/raw/ISIC/ISBI2016_ISIC_Part3_Training_GroundTruth.csv"
+    test_images: str = "data/raw/ISIC/ISBI2016_ISIC_Part3_Test_Data"
+    test_csv: str = "data/raw/ISIC/ISBI2016_ISIC_Part3_Test_GroundTruth.csv"
+
+
+class Data(_Strict):
+    source: Literal["synthetic", "crack", "isic", "folder"] = "synthetic"
+    root: str = "data/raw/CRACK"
+    positive_class: str = "Positive"
+    synthetic: Synthetic = Synthetic()
+    isic: Isic = Isic()
+    n_negative: int = Field(3000, ge=1)
+    n_positive: int = Field(600, ge=1)
+    take_all: bool = False
+    fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
+    val_fraction: float = Field(0.15, gt=0, lt=1)
+    split_seed: int = 0
+    image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
+    augment: Literal["none", "crack", "isic"] = "crack"
+    normalize: Literal["train", "imagenet"] = "train"
+
+    @field_validator("fractions")
+    @classmethod
+    def _sum_to_one(cls, v):
+        if any(f <= 0 for f in v) or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError("must be three positive numbers summing to 1")
+        return v
+
+
+class ModelCfg(_Strict):
+    pretrained: Literal["none", "imagenet"] = "none"
+    dropout: float = Field(0.5, ge=0, lt=1)
+
+
+class Train(_Strict):
+    lr: float = Field(0.01, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(32, ge=2)
+    eval_batch_size: int = Field(256, ge=1)
+    iterations: int = Field(100, ge=1)
+    threads: int = Field(0, ge=0)  # 0: torch's default
+    margin: float = Field(1.0, gt=0)
+
+
+class Round(_Strict):
+    k: int = Field(ge=1)
+    prev: int = Field(ge=0)
+
+
+class Prune(_Strict):
+    rate: float = Field(0.5, gt=0, lt=1)
+    scope: Literal["layerwise", "global"] = "layerwise"
+    criterion: str = "magnitude_increase"
+    include_biases: bool = True
+    rounds: list[Round]
+
+    @field_validator("criterion")
+    @classmethod
+    def _known_criterion(cls, v):
+        from .pruning import CRITERIA
+
+        if v not in CRITERIA:
+            raise ValueError(f"unknown criterion {v!r}; allowed: {', '.join(sorted(CRITERIA))}")
+        return v
+
+    @field_validator("rounds")
+    @classmethod
+    def _consecutive(cls, v):
+        # dvc.yaml cannot do arithmetic, so the previous round is spelled out; it must be consistent.
+        if not v or [(r.k, r.prev) for r in v] != [(i, i - 1) for i in range(1, len(v) + 1)]:
+            raise ValueError("must list {k: 1, prev: 0}, {k: 2, prev: 1}, ... in order")
+        return v
+
+    @model_validator(mode="after")
+    def _leaves_weights(self):
+        # Every round after the first trains on (1-p)^(k-1) of the weights; the sparsest must keep at
+        # least one weight for each of AlexNet's 16 prunable tensors.
+        left = NUM_PARAMETERS * (1 - self.rate) ** (len(self.rounds) - 1)
+        if left < 16:
+            raise ValueError(f"{len(self.rounds)} rounds at rate {self.rate} leave {left:.1f} weights; "
+                             "use fewer rounds or a lower rate")
+        return self
+
+    @property
+    def n_rounds(self) -> int:
+        return len(self.rounds)
+
+
+class Seed(_Strict):
+    seed: int
+    dir: str
+
+
+class Run(_Strict):
+    scenarios: list[str] = ["red", "blue", "black", "green"]
+    seeds: list[Seed] = [Seed(seed=0, dir="models")]
+
+    @field_validator("seeds")
+    @classmethod
+    def _unique(cls, v):
+        if not v or len({s.seed for s in v}) != len(v) or len({s.dir for s in v}) != len(v):
+            raise ValueError("needs at least one seed; seeds and dirs must be unique")
+        return v
+
+
+class Report(_Strict):
+    fn_margin: float = Field(0.02, ge=0)
+    split: Literal["val", "test"] = "test"
+
+
+class Params(_Strict):
+    model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
+    profile: str = "embedded"
+    data: Data = Data()
+    model: ModelCfg = ModelCfg()
+    train: Train = Train()
+    prune: Prune
+    scenarios: dict[str, Scenario] = dict(SCENARIOS)
+    run: Run = Run()
+    report: Report = Report()
+    baselines: dict[str, Any] = {}
+
+    @field_validator("scenarios")
+    @classmethod
+    def _names(cls, v):
+        bad = [n for n in v if not re.fullmatch(r"[a-z][a-z0-9_]*", n) or n.startswith("seed_")]
+        if bad:
+            raise ValueError(f"scenario names must be lower-case identifiers not starting with seed_, got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _scenarios_defined(self):
+        unknown = [s for s in self.run.scenarios if s not in self.scenarios]
+        if unknown:
+            raise ValueError(f"run.scenarios names unknown scenario(s) {unknown}; defined: {sorted(self.scenarios)}")
+        return self
+
+    def seed_dir(self, seed: int) -> Path:
+        for s in self.run.seeds:
+            if s.seed == seed:
+                return Path(s.dir)
+        raise ConfigError(f"seed {seed} is not in run.seeds ({[s.seed for s in self.run.seeds]})")
+
+
+def _format(err: ValidationError, path: Path) -> str:
+    e = err.errors()[0]
+    key = ".".join(str(p) for p in e["loc"]) or "(top level)"
+    msg = e["msg"].removeprefix("Value error, ")
+    extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
+    got = f", got {e['input']!r}" if "input" in e and not isinstance(e["input"], (dict, list)) else ""
+    return f"{path}: {key}: {msg}{got}{extra}"
+
+
+def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"params file not found: {path}")
+    try:
+        raw = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({str(exc).splitlines()[0]})") from None
+    try:
+        return Params.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, path)) from None

@@ -1,0 +1,166 @@
+"""Synthetic CRACK-like data set, so the whole pipeline runs offline and deterministically in minutes.
+
+Images are grey concrete-like textures (multi-scale noise, pores, stains, uneven light). Positives carry
+thin, dark, irregular crack curves; about 30 % of negatives carry straight, faint joints or scratches so
+that "any dark line" is not enough to tell the classes apart.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+from PIL import Image, ImageDraw, ImageFilter
+
+from ..errors import DataError
+from ..io import atomic_path
+
+CLASS_DIRS = {0: "Negative", 1: "Positive"}
+_FORMATS = {"png": ("png", {"optimize": False}), "jpg": ("jpg", {"quality": 95}), "jpeg": ("jpg", {"quality": 95})}
+DISTRACTOR_FRACTION = 0.3
+
+
+def generate(
+    out_dir: str | os.PathLike,
+    n_positive: int,
+    n_negative: int,
+    image_size: int = 64,
+    seed: int = 0,
+    fmt: str = "png",
+) -> pd.DataFrame:
+    """Write ``out_dir/Positive`` and ``out_dir/Negative`` atomically; return the (path, label) index."""
+    if fmt.lower() not in _FORMATS:
+        raise DataError(f"unknown synthetic image format {fmt!r}; choose one of: {', '.join(_FORMATS)}")
+    if n_positive < 0 or n_negative < 0 or image_size < 16 or seed < 0:
+        raise DataError(
+            f"synthetic data needs n_positive, n_negative >= 0, image_size >= 16 and seed >= 0; got "
+            f"{n_positive}, {n_negative}, {image_size}, {seed}"
+        )
+    ext, save_kwargs = _FORMATS[fmt.lower()]
+    out_dir = Path(out_dir)
+    rows = []
+    with atomic_path(out_dir, is_dir=True) as tmp:
+        for label, count in ((0, n_negative), (1, n_positive)):
+            class_dir = tmp / CLASS_DIRS[label]
+            class_dir.mkdir()
+            for index in range(count):
+                name = f"{index:05d}.{ext}"
+                Image.fromarray(render(image_size, seed, label, index)).save(class_dir / name, **save_kwargs)
+                rows.append((str(out_dir / CLASS_DIRS[label] / name), label))
+    return pd.DataFrame(rows, columns=["path", "label"])
+
+
+def render(image_size: int, seed: int, label: int, index: int) -> np.ndarray:
+    """One H x W x 3 uint8 image; its RNG depends only on (seed, label, index), not on the counts."""
+    rng = np.random.default_rng(np.random.SeedSequence([seed, label, index]))
+    size = image_size
+    grey = _concrete(rng, size)
+    if label == 1:
+        grey -= _cracks(rng, size)
+    elif rng.random() < DISTRACTOR_FRACTION:
+        grey -= _distractors(rng, size)
+    tint = np.array([1.02, 1.0, 0.97]) + rng.uniform(-0.02, 0.02, 3)
+    rgb = grey[..., None] * tint
+    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
+
+
+def _concrete(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Grey level in [0, 1]: noise octaves + stains + pores + an illumination gradient."""
+    noise = np.zeros((size, size), np.float32)
+    for octave, weight in zip((16, 8, 4, 2, 1), (1.0, 0.7, 0.5, 0.45, 0.4)):
+        cells = max(2, size // octave)
+        coarse = rng.standard_normal((cells, cells)).astype(np.float32)
+        noise += weight * np.asarray(Image.fromarray(coarse).resize((size, size), Image.BICUBIC))
+    noise /= noise.std() + 1e-6
+    grey = rng.uniform(0.45, 0.7) + rng.uniform(0.03, 0.07) * noise.astype(np.float64)
+
+    yy, xx = np.mgrid[-1 : 1 : size * 1j, -1 : 1 : size * 1j]
+    angle = rng.uniform(0, 2 * np.pi)
+    grey += rng.uniform(0, 0.12) * (np.cos(angle) * xx + np.sin(angle) * yy) / 2
+
+    stains = Image.new("L", (size, size))
+    draw = ImageDraw.Draw(stains)
+    for _ in range(rng.poisson(1.2)):
+        cx, cy = rng.uniform(0, size, 2)
+        rx, ry = size * rng.uniform(0.08, 0.3, 2)
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=int(rng.integers(60, 256)))
+    stains = stains.filter(ImageFilter.GaussianBlur(size * 0.06))
+    grey -= rng.uniform(0.03, 0.08) * np.asarray(stains, np.float64) / 255
+
+    pores = Image.new("L", (size, size))
+    draw = ImageDraw.Draw(pores)
+    scale = size / 64
+    for _ in range(rng.poisson(20)):  # same pore density at any resolution
+        cx, cy = rng.uniform(0, size, 2)
+        r = scale * rng.uniform(0.4, 1.4)
+        draw.ellipse([cx - r, cy - r, cx + r, cy + r], fill=int(rng.integers(80, 256)))
+    pores = pores.filter(ImageFilter.GaussianBlur(0.5 * scale))
+    grey -= 0.25 * np.asarray(pores, np.float64) / 255
+    return grey
+
+
+def _cracks(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Darkening map of 1-2 irregular cracks (with an occasional branch)."""
+    paths = [_random_walk(rng, size, rng.uniform(0.2 * size, 0.8 * size, 2), rng.uniform(0, 2 * np.pi), 1.6 * size)]
+    if rng.random() < 0.3:
+        paths.append(_random_walk(rng, size, rng.uniform(0, size, 2), rng.uniform(0, 2 * np.pi), 1.2 * size))
+    if rng.random() < 0.4:
+        trunk = paths[0]
+        start = trunk[rng.integers(len(trunk))]
+        paths.append(_random_walk(rng, size, start, rng.uniform(0, 2 * np.pi), 0.4 * size, both_ways=False))
+    scale = size / 64
+    dark = np.zeros((size, size))
+    for points in paths:
+        n_seg = len(points) - 1
+        # Width and depth drift smoothly along the crack, as real cracks open and close.
+        width = np.clip(rng.uniform(1, 3) + np.cumsum(rng.normal(0, 0.25, n_seg)), 1, 3) * scale
+        depth = np.clip(rng.uniform(0.25, 0.5) + np.cumsum(rng.normal(0, 0.03, n_seg)), 0.15, 0.6)
+        dark = np.maximum(dark, _polyline(points, width, depth, size))
+    return dark
+
+
+def _distractors(rng: np.random.Generator, size: int) -> np.ndarray:
+    """Straight, fainter lines: a formwork joint across the image or a few short scratches."""
+    scale = size / 64
+    if rng.random() < 0.5:
+        angle = rng.choice([0, np.pi / 2]) + rng.normal(0, 0.1)
+        centre = rng.uniform(0.2 * size, 0.8 * size, 2)
+        offset = 0.8 * size * np.array([np.cos(angle), np.sin(angle)])
+        points = np.stack([centre - offset, centre + offset])
+        return _polyline(points, np.full(1, rng.uniform(1, 2) * scale), np.full(1, rng.uniform(0.06, 0.15)), size)
+    dark = np.zeros((size, size))
+    for _ in range(rng.integers(1, 4)):
+        angle = rng.uniform(0, np.pi)
+        centre = rng.uniform(0, size, 2)
+        offset = rng.uniform(0.1, 0.3) * size * np.array([np.cos(angle), np.sin(angle)])
+        points = np.stack([centre - offset, centre + offset])
+        dark = np.maximum(dark, _polyline(points, np.full(1, scale), np.full(1, rng.uniform(0.05, 0.12)), size))
+    return dark
+
+
+def _random_walk(rng, size, start, heading, length, both_ways=True) -> np.ndarray:
+    """Vertices of a jittered random walk through ``start`` (both directions unless ``both_ways`` is off)."""
+    step = size * rng.uniform(0.04, 0.07)
+    n = int(np.ceil(length / step / (2 if both_ways else 1)))
+    arms = []
+    for direction in (0.0, np.pi) if both_ways else (0.0,):
+        angles = heading + direction + np.cumsum(rng.normal(0, 0.2, n))
+        steps = step * np.stack([np.cos(angles), np.sin(angles)], axis=1)
+        steps += rng.normal(0, 0.15 * step, steps.shape)
+        arms.append(start + np.cumsum(steps, axis=0))
+    if both_ways:
+        return np.concatenate([arms[1][::-1], start[None], arms[0]])
+    return np.concatenate([start[None], arms[0]])
+
+
+def _polyline(points: np.ndarray, width: np.ndarray, depth: np.ndarray, size: int, supersample: int = 4) -> np.ndarray:
+    """Darkening of a polyline with per-segment width/depth, drawn supersampled so thin lines are antialiased."""
+    canvas = Image.new("L", (size * supersample, size * supersample))
+    draw = ImageDraw.Draw(canvas)
+    points = points * supersample
+    for a, b, w, d in zip(points[:-1], points[1:], width * supersample, depth):
+        fill = int(round(255 * d))
+        draw.line([tuple(a), tuple(b)], fill=fill, width=max(1, int(round(w))))
+        draw.ellipse([b[0] - w / 2, b[1] - w / 2, b[0] + w / 2, b[1] + w / 2], fill=fill)  # round joints
+    return np.asarray(canvas.resize((size, size), Image.BOX), np.float64) / 255

@@ -1,0 +1,21 @@
+"""User-facing errors: one line, non-zero exit, no traceback.
+
+Everything a user can cause (bad params, missing or corrupt data, missing weights) raises a subclass of
+ClassPruneError; the CLI prints ``error: <message>`` and exits with status 2.
+"""
+
+
+class ClassPruneError(Exception):
+    """An error the user can fix; its message is one actionable line."""
+
+
+class ConfigError(ClassPruneError):
+    """params.yaml (or a profile) is invalid."""
+
+
+class DataError(ClassPruneError):
+    """A dataset, image, CSV or cache is missing or unreadable."""
+
+
+class CheckpointError(ClassPruneError):
+    """A checkpoint is missing, corrupt, or not loadable with weights_only=True."""

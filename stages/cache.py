@@ -1,0 +1,5 @@
+"""DVC stage `cache`: see classprune.pipeline / classprune.cli."""
+from classprune.cli import run_stage
+
+if __name__ == "__main__":
+    run_stage("cache")
