@@ -81,7 +81,7 @@ def build_cache(
         for split in SPLITS:
             rows = manifest[manifest["split"] == split]
             labels = rows["label"].to_numpy(np.int64)
-            stats = _ChannelStats() if split == "train" else None
+            stats = _ChannelStats() if split == "train" and normalize == "train" else None
             _decode_split(rows["path"].tolist(), tmp / f"{split}_images.npy", image_size, pool, split, stats)
             np.save(tmp / f"{split}_labels.npy", labels)
             n_pos = int(labels.sum())
@@ -189,5 +189,5 @@ class CachedDataset(torch.utils.data.Dataset):
         image = torch.from_numpy(np.array(self.split.images[i])).permute(2, 0, 1)  # copy: memmap is read-only
         if self.transform is not None:
             image = self.transform(image)
-        image = image.to(torch.float32) / 255
+        image = image.to(torch.float32) / 255 if image.dtype == torch.uint8 else image.to(torch.float32)
         return (image - self.mean) / self.std, int(self.split.labels[i])
