@@ -66,10 +66,12 @@ class Train(_Strict):
     lr: float = Field(0.01, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
+    grad_clip: float = Field(1.0, ge=0)  # max gradient norm; 0 disables
     batch_size: int = Field(32, ge=2)
     eval_batch_size: int = Field(256, ge=1)
     iterations: int = Field(100, ge=1)
     threads: int = Field(0, ge=0)  # 0: torch's default
+    loader_workers: int = Field(1, ge=0)  # processes for training augmentation (per-image transforms)
     margin: float = Field(1.0, gt=0)
 
 

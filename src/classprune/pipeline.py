@@ -115,8 +115,10 @@ def _loader(params: Params, split_name: str, *, train: bool, seed: int = 0):
     from .data.loader import make_loader
 
     batch = params.train.batch_size if train else params.train.eval_batch_size
-    return make_loader(CACHE, split_name, batch, train=train,
-                       augment=params.data.augment if train else "none", seed=seed)
+    augment = params.data.augment if train else "none"
+    # Per-image augmentation is cheap in a 1-thread worker but slow beside 2 training threads.
+    workers = params.train.loader_workers if augment != "none" else 0
+    return make_loader(CACHE, split_name, batch, train=train, augment=augment, seed=seed, num_workers=workers)
 
 
 # --- lottery-ticket rounds --------------------------------------------------------------------------------
@@ -156,7 +158,7 @@ def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     torch.manual_seed(seed * 1000 + k)  # dropout
     t = params.train
     losses = train_masked(model, mask, _loader(params, "train", train=True, seed=seed * 1000 + k), loss,
-                          t.iterations, t.lr, t.momentum, t.weight_decay, desc=f"{scenario} round {k}")
+                          t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip, desc=f"{scenario} round {k}")
     io.save_torch(out.weights, model.state_dict())
     save_mask(mask, out.mask)
     return {"gamma": gamma, "final_loss": losses[-1]}

@@ -16,18 +16,22 @@ from tqdm.auto import tqdm
 from .masks import apply_mask
 
 
-def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, mask: Mapping[str, torch.Tensor]) -> None:
+def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, mask: Mapping[str, torch.Tensor],
+                grad_clip: float = 0.0) -> None:
+    """Mask gradients, clip their norm (the ranking loss can spike), step, re-mask weights."""
     params = dict(model.named_parameters())
     for name, m in mask.items():
         if params[name].grad is not None:
             params[name].grad.mul_(m)
+    if grad_clip > 0:
+        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
     apply_mask(model, mask)
 
 
 def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Iterable, loss_fn: nn.Module,
                  iterations: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
-                 desc: str = "train") -> list[float]:
+                 grad_clip: float = 0.0, desc: str = "train") -> list[float]:
     """Train ``iterations`` SGD steps, cycling through ``loader``; returns the loss of every step."""
     mask = {n: m.to(next(model.parameters()).device) for n, m in mask.items()}
     apply_mask(model, mask)
@@ -40,9 +44,10 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
         optimizer.zero_grad(set_to_none=True)
         loss, _parts = loss_fn(model(x), y)
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {len(losses)}; lower train.lr")
+            raise FloatingPointError(f"loss became {float(loss.detach())} at step {len(losses)}; "
+                                     "lower train.lr or set train.grad_clip")
         loss.backward()
-        masked_step(model, optimizer, mask)
+        masked_step(model, optimizer, mask, grad_clip)
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
     return losses
