@@ -1,0 +1,73 @@
+"""params.yaml validation: every mistake is one line naming the key, and the CLI exits non-zero."""
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from classprune.config import load_params
+from classprune.errors import ConfigError
+
+ROOT = Path(__file__).resolve().parents[1]
+PROFILES = sorted((ROOT / "profiles").glob("*.yaml")) + [ROOT / "params.yaml"]
+
+
+@pytest.mark.parametrize("path", PROFILES, ids=lambda p: p.name)
+def test_shipped_profiles_are_valid(path):
+    params = load_params(path)
+    assert params.prune.n_rounds >= 1 and set(params.run.scenarios) <= set(params.scenarios)
+
+
+def _edit(tmp_path, pattern, repl):
+    text = (ROOT / "params.yaml").read_text()
+    new = re.sub(pattern, repl, text, count=1, flags=re.M)
+    assert new != text, pattern
+    path = tmp_path / "params.yaml"
+    path.write_text(new)
+    return path
+
+
+BAD = [
+    (r"^  rate: 0.5", "  rate: 1.5", "prune.rate"),
+    (r"^  rate: 0.5", "  rate: 0", "prune.rate"),
+    (r"black: \{gamma_first: 1, ", "black: {gamma_first: {beta: 1.0}, ", "scenarios.black.gamma_first"),
+    (r"black: \{gamma_first: 1, ", "black: {gamma_first: -2, ", "scenarios.black.gamma_first"),
+    (r"(red: +\{gamma_first: 1, +gamma_rest: 1, +lam: )0", r"\g<1>-1", "scenarios.red.lam"),
+    (r"^  scenarios: \[red, blue, black, green\]", "  scenarios: [red, purple]", "purple"),
+    (r"^  criterion: magnitude_increase", "  criterion: taylor", "prune.criterion"),
+    (r"^  scope: layerwise", "  scope: chaotic", "prune.scope"),
+    (r"^  image_size: 64 ", "  image_size: 32 ", "data.image_size"),
+    (r"^  rate: 0.5", "  rate: 0.99", "prune"),  # 7 rounds at p=0.99 leave nothing
+    (r"^    - \{k: 2, prev: 1\}", "    - {k: 2, prev: 0}", "prune.rounds"),
+    (r"^  fractions: \[0.7, 0.15, 0.15\]", "  fractions: [0.7, 0.2, 0.2]", "data.fractions"),
+    (r"^  source: synthetic", "  source: imagenet", "data.source"),
+    (r"^  lr: 0.03", "  lr: -1", "train.lr"),
+    (r"^  lr: 0.03", "  lr: 0.03\n  learning_rate: 0.1", "train.learning_rate"),
+]
+
+
+@pytest.mark.parametrize("pattern,repl,key", BAD, ids=[b[2] + ":" + b[1].strip() for b in BAD])
+def test_invalid_params_give_one_line_error_naming_the_key(tmp_path, pattern, repl, key):
+    with pytest.raises(ConfigError) as err:
+        load_params(_edit(tmp_path, pattern, repl))
+    msg = str(err.value)
+    assert "\n" not in msg and key in msg, msg
+
+
+def test_missing_and_malformed_params_files(tmp_path):
+    with pytest.raises(ConfigError, match="not found"):
+        load_params(tmp_path / "nope.yaml")
+    (tmp_path / "bad.yaml").write_text("prune: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML"):
+        load_params(tmp_path / "bad.yaml")
+
+
+def test_cli_reports_bad_params_in_one_line_with_nonzero_exit(tmp_path):
+    path = _edit(tmp_path, r"^  rate: 0.5", "  rate: 2")
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "prune.py"), "--params", str(path),
+                           "--scenario", "red", "--seed", "0", "--round", "1"],
+                          capture_output=True, text=True, cwd=tmp_path)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ") and "prune.rate" in proc.stderr
+    assert "Traceback" not in proc.stderr
