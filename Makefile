@@ -28,3 +28,22 @@ repro: $(STAMP)
 ## Run the test suite (unit tests, real `dvc repro` and a real Prefect server on 127.0.0.1).
 test: $(STAMP)
 	source $(BIN)/activate && python -m pytest $(PYTEST_ARGS)
+
+## Start the Prefect UI/API on 127.0.0.1:4200 (state in .prefect/); flows find it via PREFECT_API_URL.
+ui: $(STAMP)
+	@echo "Prefect UI: http://127.0.0.1:4200  (in another shell: export PREFECT_API_URL=http://127.0.0.1:4200/api)"
+	source $(BIN)/activate && prefect server start --host 127.0.0.1 --port 4200
+
+## Run the DVC pipeline on the current params as a parallel Prefect flow (2 workers; PREFECT_API_URL if set).
+flow: $(STAMP)
+	source $(BIN)/activate && python -m flows.pipeline --workers 2
+
+## Debian's headless Chromium for the opt-in browser test (CLASSPRUNE_BROWSER_TESTS=1 make test).
+browser-deps:
+	apt-get update && apt-get install -y chromium
+
+## Benchmarks against the reference ways (prune loop, dense step, file loaders): reports/bench.json + a table.
+## BENCH_ARGS=--pipeline adds the Prefect DAG vs serial `dvc repro` and the no-op repro (tiny profile).
+BENCH_ARGS ?=
+bench: $(STAMP)
+	source $(BIN)/activate && python benchmarks/run_all.py $(BENCH_ARGS)

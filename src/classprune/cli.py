@@ -14,13 +14,16 @@ from collections.abc import Callable, Sequence
 from .errors import ClassPruneError
 
 # name -> pipeline function; arguments beyond ``params`` become required CLI options.
-STEPS = ("prepare", "split", "cache", "init", "train", "prune", "evaluate", "report")
+STEPS = ("prepare", "split", "cache", "init", "train", "prune", "evaluate", "report", "baseline")
 _FUNCS = {"train": "train_round", "prune": "prune_round", "evaluate": "evaluate_round", "report": "report"}
 
 
 def _resolve(step: str) -> Callable:
     from . import pipeline
 
+    if step == "baseline":  # --- baselines (issue 6) ---
+        from .baselines import run_baseline
+        return run_baseline
     if step == "report":
         from .config import Params
         from .report import write_reports

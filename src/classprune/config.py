@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Any, Literal
+from typing import Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
@@ -141,6 +141,47 @@ class Report(_Strict):
     split: Literal["val", "test"] = "test"
 
 
+# --- baselines (issue 6) ---
+class SnipCfg(_Strict):
+    batches: int = Field(4, ge=1)  # training batches averaged into the connection sensitivity
+
+
+class LobsCfg(_Strict):
+    batches: int = Field(4, ge=1)  # training batches whose layer inputs form the Hessians
+    damp: float = Field(0.01, gt=0)  # (H + damp * mean(diag H) I)^-1: H is rank-deficient on few batches
+    block_mb: int = Field(256, ge=1)  # memory budget of one block of per-row OBS solves
+
+
+class MobileNetCfg(_Strict):
+    # The class-dependent loss it trains with (default: the black scenario's later rounds). Its own values,
+    # not a scenario reference, so tuning a scenario does not rerun the baselines.
+    gamma: float | list[float] | dict[Literal["beta"], float] = 5.0
+    lam: float = Field(5.0, ge=0)
+    arch: Literal["mobilenet_v3_small", "mobilenet_v2"] = "mobilenet_v3_small"
+
+
+class Baselines(_Strict):
+    """Comparison methods of the paper; one block per method so DVC reruns only the one that changed."""
+
+    methods: list[str] = ["snip", "snip_trained", "lobs", "mobilenet"]
+    source_scenario: str = "red"  # its round_0 W0 feeds SNIP, its dense round-1 weights feed L-OBS
+    snip: SnipCfg = SnipCfg()
+    snip_trained: SnipCfg = SnipCfg()
+    lobs: LobsCfg = LobsCfg()
+    mobilenet: MobileNetCfg = MobileNetCfg()
+
+    @field_validator("methods")
+    @classmethod
+    def _known_methods(cls, v):
+        from .baselines import BASELINES
+
+        unknown = [m for m in v if m not in BASELINES]
+        if unknown or len(set(v)) != len(v):
+            raise ValueError(f"unknown or repeated method(s) {unknown or v}; allowed: {', '.join(sorted(BASELINES))}")
+        return v
+# --- end baselines ---
+
+
 class Params(_Strict):
     model_config = ConfigDict(extra="forbid", frozen=True, protected_namespaces=())
     profile: str = "embedded"
@@ -151,7 +192,7 @@ class Params(_Strict):
     scenarios: dict[str, Scenario] = dict(SCENARIOS)
     run: Run = Run()
     report: Report = Report()
-    baselines: dict[str, Any] = {}
+    baselines: Baselines = Baselines()
 
     @field_validator("scenarios")
     @classmethod
@@ -166,6 +207,17 @@ class Params(_Strict):
         unknown = [s for s in self.run.scenarios if s not in self.scenarios]
         if unknown:
             raise ValueError(f"run.scenarios names unknown scenario(s) {unknown}; defined: {sorted(self.scenarios)}")
+        return self
+
+    @model_validator(mode="after")
+    def _baselines_consistent(self):  # --- baselines (issue 6) ---
+        b = self.baselines
+        if b.methods and b.source_scenario not in self.run.scenarios:
+            raise ValueError(f"baselines.source_scenario {b.source_scenario!r} must be one of run.scenarios "
+                             f"{self.run.scenarios} (its round 0 and 1 feed the baselines)")
+        clash = sorted(set(b.methods) & set(self.run.scenarios))
+        if clash:
+            raise ValueError(f"scenario name(s) {clash} clash with baseline methods (both write reports/rounds)")
         return self
 
     def seed_dir(self, seed: int) -> Path:

@@ -57,8 +57,12 @@ def save_torch(path: str | os.PathLike, obj: Any) -> None:
 
 
 def load_torch(path: str | os.PathLike) -> Any:
-    """Load a checkpoint with weights_only=True only: a pickle carrying code is refused."""
+    """Load a checkpoint with weights_only=True only: a pickle carrying code is refused.
+
+    torch.load does not verify the zip CRCs, so flipped tensor bytes would load silently; testzip does.
+    """
     import pickle
+    import zipfile
 
     import torch
 
@@ -68,9 +72,17 @@ def load_torch(path: str | os.PathLike) -> Any:
     if not path.is_file():
         raise CheckpointError(f"checkpoint not found: {path}")
     try:
+        if zipfile.is_zipfile(path):
+            with zipfile.ZipFile(path) as zf:
+                bad = zf.testzip()
+            if bad is not None:
+                raise CheckpointError(f"checkpoint {path} is corrupt (bad CRC in {bad}); rerun the stage that wrote it")
         return torch.load(path, map_location="cpu", weights_only=True)
+    except CheckpointError:
+        raise
     except pickle.UnpicklingError as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CheckpointError(f"refusing to load {path}: not a weights-only checkpoint ({first})") from None
-    except (RuntimeError, EOFError, OSError) as exc:
-        raise CheckpointError(f"cannot read checkpoint {path}: {str(exc).splitlines()[0]}") from None
+    except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None

@@ -20,6 +20,8 @@ def load_rounds(rounds_dir: str | Path) -> pd.DataFrame:
     """One row per (method, seed, round, split) from the JSON files the evaluate stages write."""
     rows = []
     for path in sorted(Path(rounds_dir).rglob("*.json")):
+        if any(part.startswith(".") for part in path.relative_to(rounds_dir).parts):
+            continue  # temporaries of a writer that was killed before its atomic rename
         r = json.loads(path.read_text())
         for split in SPLITS:
             rows.append({"method": r["method"], "kind": r.get("kind", "scenario"), "seed": r["seed"],

@@ -1,0 +1,139 @@
+"""``dvc_pipeline``: the DVC DAG as a Prefect flow, one task per stage, independent stages in parallel.
+
+DVC has no parallel ``dvc repro``. Each task runs ``dvc --wait-for-lock repro --single-item STAGE``: DVC
+itself decides whether the stage is stale, runs it, caches its outputs and writes its entry of dvc.lock, so
+after the flow ``dvc status`` is clean exactly as after ``dvc repro``. DVC releases its repo lock while a
+stage command runs and takes it again to write dvc.lock; ``--wait-for-lock`` makes concurrent writers queue
+instead of failing.
+
+Scheduling: a stage is submitted once all its upstream stages have finished (with their futures as
+``wait_for``, so Prefect links them in the UI and refuses to run a stage whose upstream failed: it ends
+``NotReady``). Submitting only ready stages keeps every worker busy with runnable work, whatever the runner.
+
+Runners: ``threads`` (default; ``workers`` threads, each waiting on a ``dvc`` subprocess) or ``dask``
+(prefect-dask). ``dask_address=None`` starts a local cluster of ``workers`` single-threaded processes. For
+an existing cluster (``--dask tcp://host:8786``) every Dask worker needs: the repository at the same absolute
+path (a shared filesystem, DVC cache included: ``.dvc/cache`` or a shared ``cache.dir``), the project's
+environment (dvc, classprune, prefect, prefect-dask) with its ``python`` first on PATH, and PREFECT_API_URL
+pointing at the same Prefect server as the flow.
+
+Threads: each stage gets CLASSPRUNE_THREADS = ``threads_per_worker`` or cpu_count // workers (at least 1),
+which the stages apply to torch (classprune.pipeline.set_threads), so workers x threads fits the CPU.
+
+CLI: ``python -m flows.pipeline --workers 2 [--targets red report] [--retries 1] [--dask ADDRESS]``.
+"""
+from __future__ import annotations
+
+import argparse
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from prefect import flow, get_run_logger, task
+from prefect.cache_policies import NO_CACHE
+from prefect.futures import as_completed
+from prefect.states import Completed, Failed
+
+from flows.dag import load_dag
+
+
+class StageFailed(RuntimeError):
+    """A DVC stage exited non-zero; the message names the stage and its last error line."""
+
+
+@task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False)
+def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str) -> str:
+    """``dvc --wait-for-lock repro --single-item STAGE`` in ``repo_dir``; raises StageFailed on failure."""
+    log = get_run_logger()
+    env = {**os.environ, "CLASSPRUNE_THREADS": str(threads),
+           # stage commands say `python`: the flow's interpreter, even when the venv is not activated
+           "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
+    cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", stage]
+    proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True)
+    for line in proc.stdout.strip().splitlines()[-20:]:
+        log.info(line)
+    if proc.returncode:
+        err = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
+        for line in err[-20:]:
+            log.error(line)
+        # the stage's own last error line says why; DVC's closing "ERROR: failed to reproduce" only says that
+        cause = [ln for ln in err if not ln.startswith(("ERROR: failed to reproduce", "WARNING:"))] or err or ["-"]
+        raise StageFailed(f"stage {stage} failed (dvc exit {proc.returncode}): {cause[-1]}")
+    return stage
+
+
+def _task_runner(kind: str, workers: int, dask_address: str | None):
+    if kind == "threads":
+        from prefect.task_runners import ThreadPoolTaskRunner
+
+        return ThreadPoolTaskRunner(max_workers=workers)
+    if kind == "dask":
+        from prefect_dask import DaskTaskRunner
+
+        if dask_address:
+            return DaskTaskRunner(address=dask_address)
+        return DaskTaskRunner(cluster_kwargs={"n_workers": workers, "threads_per_worker": 1})
+    raise ValueError(f"task_runner must be 'threads' or 'dask', not {kind!r}")
+
+
+@flow(name="dvc-pipeline")
+def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: int = 0,
+                 threads_per_worker: int | None = None, task_runner: str = "threads",
+                 dask_address: str | None = None, repo_dir: str = "."):
+    """Run the stale part of the DVC pipeline (or of ``targets`` and their upstream) with ``workers`` in parallel.
+
+    targets: stage names (``train@red-seed0-round0``), stage groups (``train``), scenarios (``red``) or
+    baseline methods. The final state is Completed, or Failed with a message naming the failed stages
+    (and their error lines) and the downstream stages that did not run.
+    """
+    log = get_run_logger()
+    repo = str(Path(repo_dir).resolve())
+    stages = load_dag(repo, targets)
+    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    log.info(f"{len(stages)} stage(s) to run with {workers} {task_runner} worker(s), {threads} thread(s) each")
+    if not stages:
+        return Completed(message="pipeline up to date")
+    stage_task = run_stage.with_options(retries=retries)
+    bin_dir = str(Path(sys.executable).parent)
+    futures, active, done = {}, {}, set()
+    with _task_runner(task_runner, workers, dask_address) as runner:
+        while len(done) < len(stages):
+            for s in stages:   # priority order: upstream first, longest remaining chain first
+                if s.name not in futures and all(u in done for u in s.upstream):
+                    fut = runner.submit(stage_task.with_options(task_run_name=s.label),
+                                        {"stage": s.name, "repo_dir": repo, "threads": threads, "bin_dir": bin_dir},
+                                        wait_for=[futures[u] for u in s.upstream])
+                    futures[s.name], active[fut] = fut, s.name
+            fut = next(as_completed(list(active)))
+            done.add(active.pop(fut))
+        states = {name: fut.state for name, fut in futures.items()}
+    failed = {n: st for n, st in states.items() if st.is_failed() or st.is_crashed()}
+    not_run = [n for n, st in states.items() if not st.is_final()]
+    if failed:
+        msgs = "; ".join(f"{st.message}" for st in failed.values())
+        return Failed(message=f"{len(failed)} stage(s) failed: {', '.join(failed)} ({msgs}); "
+                              f"{len(not_run)} downstream stage(s) not run: {', '.join(not_run)}")
+    return Completed(message=f"{len(states)} stage(s) run")
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flows.pipeline", description=dvc_pipeline.__doc__.split("\n")[0])
+    p.add_argument("--workers", type=int, default=2)
+    p.add_argument("--targets", nargs="*", help="stages, stage groups or scenarios (default: the whole DAG)")
+    p.add_argument("--retries", type=int, default=0)
+    p.add_argument("--threads", type=int, help="torch threads per stage (default: cpu_count // workers)")
+    p.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
+                   help="run on Dask: a scheduler address, or no value for a local cluster of --workers processes")
+    p.add_argument("--repo", default=".", help="DVC repository (default: .)")
+    a = p.parse_args(argv)
+    state = dvc_pipeline(workers=a.workers, targets=a.targets or None, retries=a.retries,
+                         threads_per_worker=a.threads, task_runner="dask" if a.dask else "threads",
+                         dask_address=None if a.dask in (None, "local") else a.dask, repo_dir=a.repo,
+                         return_state=True)
+    print(f"{state.name}: {state.message}")
+    return 0 if state.is_completed() else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

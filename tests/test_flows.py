@@ -1,0 +1,166 @@
+"""End-to-end tests of the Prefect flows against a real Prefect server on 127.0.0.1.
+
+One module-scoped server and one pair of runs of the tiny profile (the parallel flow and, at the same
+time, a serial ``dvc repro`` in a second copy) serve every test; the failure and Dask tests start from
+copies of those finished workspaces so that they only re-run what they need. Both runs use
+CLASSPRUNE_THREADS=1: CPU training is then bit-for-bit deterministic, so their metrics must be equal.
+"""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+from itertools import combinations
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # _project, flows
+from _project import clone_workspace, dvc, make_project, prefect_server, set_params  # noqa: E402
+
+pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200),
+              pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]  # inside dvc
+SERIAL_ENV = {"CLASSPRUNE_THREADS": "1"}
+# The tiny profile with one cheap baseline (L-OBS alone costs more than the rest of the tiny pipeline):
+# these tests are about orchestration, not about the baselines.
+FAST = {"baselines.methods": ["snip"]}
+
+
+@pytest.fixture(scope="module")
+def prefect_api(tmp_path_factory):
+    """One real Prefect server for the module; yields its API URL."""
+    with prefect_server(tmp_path_factory.mktemp("prefect-home")) as (url, _port):
+        yield url
+
+
+def task_runs(state) -> dict:
+    """Task runs of a finished flow run, by task run name (the stage labels)."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterId
+
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:   # sort and limit given: this server rejects nulls
+        runs = client.read_task_runs(
+            flow_run_filter=FlowRunFilter(id=FlowRunFilterId(any_=[state.state_details.flow_run_id])),
+            sort=TaskRunSort.EXPECTED_START_TIME_ASC, limit=200)
+    return {r.name: r for r in runs}
+
+
+def run_flow(repo: Path, **kwargs):
+    from flows.pipeline import dvc_pipeline
+
+    return dvc_pipeline(repo_dir=str(repo), threads_per_worker=1, return_state=True, **kwargs)
+
+
+def status(repo: Path, *targets: str) -> dict:
+    return json.loads(dvc(repo, "status", "--json", *targets).stdout or "{}")
+
+
+def reports(repo: Path) -> dict:
+    return {name: json.loads((repo / "reports" / name).read_text()) for name in ("metrics.json", "metrics_val.json")}
+
+
+@pytest.fixture(scope="module")
+def runs(prefect_api, tmp_path_factory):
+    """The tiny profile twice: the parallel flow (2 workers) and a serial ``dvc repro``, side by side."""
+    parallel = make_project(tmp_path_factory.mktemp("parallel") / "repo", overrides=FAST)
+    serial = make_project(tmp_path_factory.mktemp("serial") / "repo", overrides=FAST)
+    serial_log = open(serial.parent / "repro.log", "w")
+    proc = subprocess.Popen(["dvc", "repro"], cwd=serial, stdout=serial_log, stderr=subprocess.STDOUT,
+                            env={**os.environ, **SERIAL_ENV})
+    t0 = time.monotonic()
+    state = run_flow(parallel, workers=2)
+    flow_s = time.monotonic() - t0
+    rc = proc.wait(timeout=1200)
+    serial_log.close()
+    assert rc == 0, (serial.parent / "repro.log").read_text()[-3000:]
+    print(f"parallel flow {flow_s:.0f} s, serial repro {time.monotonic() - t0:.0f} s (concurrently)")
+    return {"parallel": parallel, "serial": serial, "state": state}
+
+
+def test_parallel_flow_completes_like_dvc_repro(runs):
+    from flows.dag import load_dag
+
+    state, repo = runs["state"], runs["parallel"]
+    assert state.is_completed(), state.message
+    # every stage ran as its own task, and some of them at the same time
+    stages = load_dag(repo, include_up_to_date=True)
+    trs = task_runs(state)
+    assert {s.label for s in stages} <= set(trs)
+    assert all(trs[s.label].state.is_completed() for s in stages)
+    spans = [(r.start_time, r.end_time) for r in trs.values()]
+    assert any(a0 < b1 and b0 < a1 for (a0, a1), (b0, b1) in combinations(spans, 2)), "no task runs overlapped"
+    # the workspace is exactly what `dvc repro` leaves: clean status, a complete dvc.lock, equal metrics
+    assert status(repo) == {}
+    lock = yaml.safe_load((repo / "dvc.lock").read_text())
+    assert set(lock["stages"]) == {s.name for s in stages}
+    assert reports(repo) == reports(runs["serial"])
+
+
+def test_up_to_date_pipeline_runs_nothing(runs):
+    state = run_flow(runs["parallel"], workers=2)
+    assert state.is_completed() and "up to date" in state.message
+
+
+def test_failing_stage_fails_flow_and_spares_sibling(runs, tmp_path):
+    """black's first train stage fails: its chain and the report do not run, red's chain completes."""
+    repo = clone_workspace(runs["parallel"], tmp_path / "repo")
+    dvc_yaml = repo / "dvc.yaml"
+    text = dvc_yaml.read_text()
+    train_cmd = "cmd: python stages/train.py --scenario ${item.scenario}"
+    assert train_cmd in text
+    # a changed cmd makes every train stage stale, so red's chain really re-runs
+    dvc_yaml.write_text(text.replace(train_cmd, "cmd: test ${item.scenario} != black && "
+                                                 "python stages/train.py --scenario ${item.scenario}"))
+    state = run_flow(repo, workers=2)
+    assert state.is_failed()
+    assert "train@black-seed0-round0" in state.message and "train@red" not in state.message
+    trs = task_runs(state)
+    assert trs["train black s0 r1"].state.is_failed()
+    assert "train@black-seed0-round0" in trs["train black s0 r1"].state.message
+    for label in ("prune black s0 r1", "train black s0 r2", "evaluate black s0 r3", "report"):
+        assert trs[label].state.name == "NotReady", (label, trs[label].state)
+    red = ["train@red-seed0-round2", "prune@red-seed0-round2", "evaluate@red-seed0-round2"]
+    assert all(trs[f"{s} red s0 r{k}"].state.is_completed() for s in ("train", "evaluate") for k in (1, 2, 3))
+    assert status(repo, *red) == {}
+    assert (repo / "models/red/round_3/weights.pt").is_file()
+
+
+def test_dask_runner_on_local_cluster(runs, tmp_path):
+    """The Dask runner (2-worker LocalCluster) brings the tiny profile up to date after a change to red's loss."""
+    repo = clone_workspace(runs["serial"], tmp_path / "repo")
+    set_params(repo / "params.yaml", {"scenarios.red.gamma_first": 2})
+    state = run_flow(repo, workers=2, task_runner="dask")
+    assert state.is_completed(), state.message
+    trs = task_runs(state)
+    assert {f"{s} red s0 r{k}" for s in ("train", "prune", "evaluate") for k in (1, 2, 3)} | {"report"} <= set(trs)
+    assert not any("black" in name for name in trs)   # up to date: skipped
+    assert all(r.state.is_completed() for r in trs.values())
+    assert status(repo) == {}
+
+
+def test_fanout_publishes_metric_artifacts(runs, prefect_api):
+    """Up to date: the fan-out re-runs nothing and publishes the reports as artifacts with stable keys."""
+    import httpx
+
+    from flows.fanout import classprune_fanout
+
+    repo = runs["parallel"]
+    state = classprune_fanout(repo_dir=str(repo), return_state=True)
+    assert state.is_completed(), state.message
+    # plain HTTP: the 3.8 client sends explicit nulls for unset filters, which this server answers with 422
+    flow_run = str(state.state_details.flow_run_id)
+    arts = httpx.post(f"{prefect_api}/artifacts/filter", json={
+        "artifacts": {"key": {"any_": ["classprune-metrics", "classprune-summary"]}},
+        "flow_runs": {"id": {"any_": [flow_run]}}}).raise_for_status().json()
+    by_key = {a["key"]: a for a in arts}
+    assert set(by_key) == {"classprune-metrics", "classprune-summary"}
+    table = by_key["classprune-metrics"]["data"]
+    table = json.loads(table) if isinstance(table, str) else table
+    assert {"method", "seed", "round", "split", "auc", "fnr", "fpr"} <= set(table[0])
+    assert {r["method"] for r in table} >= {"red", "black"}
+    assert by_key["classprune-summary"]["data"] == (repo / "reports/summary.md").read_text()
