@@ -35,6 +35,7 @@ ui: $(STAMP)
 	source $(BIN)/activate && prefect server start --host 127.0.0.1 --port 4200
 
 ## Run the DVC pipeline on the current params as a parallel Prefect flow (2 workers; PREFECT_API_URL if set).
+.PHONY: flow
 flow: $(STAMP)
 	source $(BIN)/activate && python -m flows.pipeline --workers 2
 

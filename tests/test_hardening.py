@@ -147,9 +147,6 @@ def _round_json(method: str, k: int) -> dict:
             "nonzero": 10, "val": split, "test": split}
 
 
-@pytest.mark.xfail(strict=False, raises=json.JSONDecodeError,
-                   reason="report.load_rounds rglobs *.json into the hidden temporaries of killed writers "
-                          "(see issue 7 note)")
 def test_report_ignores_temporaries_left_in_reports_rounds_by_a_killed_writer(tmp_path):
     """reports/rounds is no DVC out (its files are), so nothing cleans a killed evaluate's temporary there."""
     from classprune.report import load_rounds
@@ -199,6 +196,15 @@ def test_load_torch_refuses_a_pickle_with_code_and_does_not_run_it(tmp_path):
     assert not victim.exists(), "the pickle's code ran"
 
 
+def test_refusal_names_the_blocked_code_and_does_not_advise_weights_only_false(tmp_path):
+    torch.save(CodeInPickle(tmp_path / "pwned.txt"), tmp_path / "evil.pt")
+    with pytest.raises(CheckpointError) as err:
+        load_torch(tmp_path / "evil.pt")
+    msg = _one_line(err.value)
+    assert "system" in msg, msg
+    assert "weights_only` set to `False`" not in msg and "will likely succeed" not in msg, msg
+
+
 def test_load_mask_refuses_a_pickle_with_code(tmp_path):
     from classprune.masks import load_mask
 
@@ -226,15 +232,11 @@ def _flipped(start: float):
 @pytest.mark.parametrize("corrupt", [
     pytest.param(_truncated, id="truncated"),
     pytest.param(_flipped(0.0), id="flipped-header"),
-    pytest.param(_flipped(1 / 3), id="flipped-tensor-data", marks=pytest.mark.xfail(
-        strict=False, reason="torch.load does not check the zip CRCs: corrupt tensor bytes load silently "
-                             "(see issue 7 note: verify with zipfile.testzip in load_torch)")),
+    pytest.param(_flipped(1 / 3), id="flipped-tensor-data"),  # torch.load alone would not notice
     pytest.param(lambda d: bytes(range(256)) * 4, id="garbage"),
     pytest.param(lambda d: b"\0" * 1000, id="zeros"),
-    pytest.param(lambda d: b"", id="empty", marks=pytest.mark.xfail(
-        raises=IndexError, reason="load_torch lets torch's IndexError escape (see issue 7 note)")),
-    pytest.param(lambda d: b"hello world\n", id="text", marks=pytest.mark.xfail(
-        raises=KeyError, reason="load_torch lets torch's KeyError escape (see issue 7 note)")),
+    pytest.param(lambda d: b"", id="empty"),  # torch raises IndexError
+    pytest.param(lambda d: b"hello world\n", id="text"),  # torch raises KeyError
 ])
 def test_corrupt_checkpoint_is_a_one_line_checkpoint_error(tmp_path, corrupt):
     buf = tmp_path / "good.pt"

@@ -51,7 +51,7 @@ def _n_keep(n_remaining: int, keep: float, min_keep: int) -> int:
 
 def _top_mask(scores: torch.Tensor, eligible: torch.Tensor, k: int) -> torch.Tensor:
     """Bool mask of the k highest scores among eligible entries."""
-    flat = torch.where(eligible.reshape(-1), scores.reshape(-1).to(torch.float64), -torch.inf)
+    flat = torch.where(eligible.reshape(-1), scores.reshape(-1), -torch.inf)
     out = torch.zeros(flat.numel(), dtype=torch.bool)
     if k > 0:
         out[torch.topk(flat, k, sorted=False).indices] = True
@@ -72,7 +72,7 @@ def keep_top(scores: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor
     if scope != "global":
         raise ValueError(f"unknown pruning scope {scope!r}; allowed: {', '.join(SCOPES)}")
     names = list(mask)
-    flat_scores = torch.cat([scores[n].reshape(-1).to(torch.float64) for n in names])
+    flat_scores = torch.cat([scores[n].reshape(-1).to(torch.float32) for n in names])
     flat_mask = torch.cat([mask[n].reshape(-1) for n in names])
     kept = _top_mask(flat_scores, flat_mask, _n_keep(int(flat_mask.sum()), keep, 0))
     out, start = {}, 0

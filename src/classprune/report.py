@@ -14,6 +14,8 @@ from .metrics import METRIC_KEYS
 
 REPORTS = Path("reports")
 SPLITS = ("test", "val")
+# Baselines are dashed, in colours none of the paper's scenarios use.
+BASELINE_COLORS = {"snip": "tab:orange", "snip_trained": "tab:purple", "lobs": "tab:brown", "mobilenet": "tab:cyan"}
 
 
 def load_rounds(rounds_dir: str | Path) -> pd.DataFrame:
@@ -97,8 +99,8 @@ def plot_figure(agg: pd.DataFrame, split: str, params: Params, path: Path) -> No
         for method, g in sub.groupby("method", sort=False):
             g = g.sort_values("remaining", ascending=False)
             sc = params.scenarios.get(method)
-            color = sc.color if sc else None
-            style = "-o" if len(g) > 1 else "*"
+            color = sc.color if sc else BASELINE_COLORS.get(method)
+            style = ("-o" if sc else "--s") if len(g) > 1 else "*"
             ax.plot(g["remaining"] * 100, g[key], style, color=color, label=method, markersize=4 if len(g) > 1 else 12)
             ci = g[f"{key}_ci95"]
             if ci.notna().any():

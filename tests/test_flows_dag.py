@@ -1,0 +1,63 @@
+"""Fast checks of the flows' plumbing: the stage graph read from DVC and the fan-out's params edit.
+
+No stage runs here (a few seconds: one fresh copy of the repo, DVC reads it).
+"""
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # _project, flows
+from _project import make_project  # noqa: E402
+
+pytestmark = pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")  # inside dvc
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory):
+    return make_project(tmp_path_factory.mktemp("dag") / "repo")
+
+
+def test_dag_is_dvc_order_with_upstream_edges(project):
+    from flows.dag import load_dag
+
+    stages = load_dag(project)                       # fresh copy: everything is stale
+    names = [s.name for s in stages]
+    assert names[:3] == ["prepare", "split", "cache"] and names[-1] == "report"
+    pos = {n: i for i, n in enumerate(names)}
+    assert all(pos[u] < pos[s.name] for s in stages for u in s.upstream)
+    by = {s.name: s for s in stages}
+    assert set(by["train@red-seed0-round1"].upstream) == {"cache", "prune@red-seed0-round0"}
+    assert by["train@red-seed0-round1"].label == "train red s0 r2"     # round1 in the name is k=2
+    assert {"evaluate@red-seed0-round2", "evaluate@black-seed0-round2"} <= set(by["report"].upstream)
+
+
+def test_targets_select_a_scenario_and_its_upstream(project):
+    from flows.dag import load_dag
+
+    red = {s.name for s in load_dag(project, ["red"])}
+    assert {"prepare", "split", "cache", "init@red-seed0", "evaluate@red-seed0-round2"} <= red
+    assert not any("black" in n for n in red) and "report" not in red
+    one = [s.name for s in load_dag(project, ["train@red-seed0-round0"])]
+    assert one == ["prepare", "split", "cache", "init@red-seed0", "train@red-seed0-round0"]
+    with pytest.raises(ValueError, match="nope"):
+        load_dag(project, ["nope"])
+
+
+def test_fanout_params_edit_keeps_the_file_readable(tmp_path):
+    from classprune.config import load_params
+    from flows.fanout import set_params
+
+    params = tmp_path / "params.yaml"
+    params.write_text((Path(__file__).parents[1] / "params.yaml").read_text())
+    comments = [ln for ln in params.read_text().splitlines() if ln.lstrip().startswith("#")]
+    set_params(params, scenarios=["red", "green"], seeds=[0, 3])
+    text = params.read_text()
+    assert all(c in text for c in comments)           # the documentation in params.yaml survives
+    run = yaml.safe_load(text)["run"]
+    assert run["scenarios"] == ["red", "green"]
+    assert run["seeds"] == [{"seed": 0, "dir": "models"}, {"seed": 3, "dir": "models/seed_3"}]
+    assert [s.seed for s in load_params(params).run.seeds] == [0, 3]
