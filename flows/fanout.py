@@ -30,7 +30,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed
 
-from flows.pipeline import dvc_pipeline
+from flows.pipeline import dvc_pipeline, exit_status, runner_args
 
 METRIC_COLUMNS = ("method", "seed", "round", "split", "remaining", "auc", "accuracy", "fnr", "fpr")
 
@@ -111,11 +111,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo", default=".")
     a = p.parse_args(argv)
     state = classprune_fanout(scenarios=a.scenarios or None, seeds=a.seeds or None, datasets=a.datasets or None,
-                              workers=a.workers, retries=a.retries, task_runner="dask" if a.dask else "threads",
-                              dask_address=None if a.dask in (None, "local") else a.dask, repo_dir=a.repo,
-                              return_state=True)
-    print(f"{state.name}: {state.message}")
-    return 0 if state.is_completed() else 1
+                              workers=a.workers, retries=a.retries, repo_dir=a.repo, return_state=True,
+                              **runner_args(a.dask))
+    return exit_status(state)
 
 
 if __name__ == "__main__":

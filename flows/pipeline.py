@@ -128,9 +128,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--repo", default=".", help="DVC repository (default: .)")
     a = p.parse_args(argv)
     state = dvc_pipeline(workers=a.workers, targets=a.targets or None, retries=a.retries,
-                         threads_per_worker=a.threads, task_runner="dask" if a.dask else "threads",
-                         dask_address=None if a.dask in (None, "local") else a.dask, repo_dir=a.repo,
-                         return_state=True)
+                         threads_per_worker=a.threads, repo_dir=a.repo, return_state=True, **runner_args(a.dask))
+    return exit_status(state)
+
+
+def runner_args(dask: str | None) -> dict:
+    """``--dask`` alone means a local cluster; ``--dask ADDRESS`` an existing one."""
+    return {"task_runner": "dask" if dask else "threads", "dask_address": None if dask in (None, "local") else dask}
+
+
+def exit_status(state) -> int:
     print(f"{state.name}: {state.message}")
     return 0 if state.is_completed() else 1
 

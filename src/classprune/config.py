@@ -10,7 +10,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import ConfigError
 from .model import MIN_IMAGE_SIZE, NUM_PARAMETERS
-from .scenarios import SCENARIOS, Scenario
+from .scenarios import SCENARIOS, GammaValue, Scenario
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -155,7 +155,7 @@ class LobsCfg(_Strict):
 class MobileNetCfg(_Strict):
     # The class-dependent loss it trains with (default: the black scenario's later rounds). Its own values,
     # not a scenario reference, so tuning a scenario does not rerun the baselines.
-    gamma: float | list[float] | dict[Literal["beta"], float] = 5.0
+    gamma: GammaValue = 5.0
     lam: float = Field(5.0, ge=0)
     arch: Literal["mobilenet_v3_small", "mobilenet_v2"] = "mobilenet_v3_small"
 
