@@ -1,7 +1,7 @@
 """End-to-end: the real `dvc repro` on the tiny profile in a temporary git + DVC copy of the project."""
 import json
+import os
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -10,30 +10,15 @@ import pytest
 import torch
 import yaml
 
-ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(Path(__file__).parent))
+from _project import git, make_project  # noqa: E402
+
 pytestmark = pytest.mark.slow
 
 
-def make_project(dest: Path, profile: str = "tiny") -> Path:
-    """A git + DVC copy of the pipeline (code, dvc.yaml, a profile as params.yaml), without outputs."""
-    dest.mkdir(parents=True, exist_ok=True)
-    for item in ("src", "stages", "dvc.yaml", ".dvc", ".dvcignore", ".gitignore", "data/raw"):
-        src = ROOT / item
-        (shutil.copytree(src, dest / item, ignore=shutil.ignore_patterns("__pycache__", "tmp", "cache"))
-         if src.is_dir() else shutil.copy2(src, dest / item))
-    shutil.copy2(ROOT / "profiles" / f"{profile}.yaml", dest / "params.yaml")
-    git(dest, "init", "-q")
-    git(dest, "add", "-A")
-    git(dest, "commit", "-qm", "tiny project")
-    return dest
-
-
-def git(cwd: Path, *args: str) -> str:
-    return run(cwd, "git", "-c", "user.email=t@example.invalid", "-c", "user.name=t", *args)
-
-
 def run(cwd: Path, *cmd: str, check: bool = True) -> str:
-    env = {**__import__("os").environ, "CLASSPRUNE_THREADS": "2"}
+    """stdout + stderr of ``cmd``; the venv's bin first on PATH because stage commands say `python`."""
+    env = {**os.environ, "CLASSPRUNE_THREADS": "2"}
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + ":" + env.get("PATH", "")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
