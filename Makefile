@@ -20,8 +20,17 @@ $(STAMP): pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-## Run the main job (the DVC pipeline) on the embedded default and print the summary.
+## Run the main job on the embedded default and print the summary: the DVC pipeline as a Prefect flow,
+## REPRO_WORKERS stages at once (dvc.lock, caching and reports exactly as `dvc repro`; set PREFECT_API_URL
+## to watch it in `make ui`, otherwise Prefect starts a temporary local server).
+REPRO_WORKERS ?= 2
 repro: $(STAMP)
+	source $(BIN)/activate && python -m flows.pipeline --workers $(REPRO_WORKERS)
+	@cat reports/summary.md
+
+## The same pipeline as plain serial `dvc repro` (one stage at a time, no Prefect).
+.PHONY: repro-serial
+repro-serial: $(STAMP)
 	source $(BIN)/activate && dvc repro
 	@cat reports/summary.md
 
@@ -33,11 +42,6 @@ test: $(STAMP)
 ui: $(STAMP)
 	@echo "Prefect UI: http://127.0.0.1:4200  (in another shell: export PREFECT_API_URL=http://127.0.0.1:4200/api)"
 	source $(BIN)/activate && prefect server start --host 127.0.0.1 --port 4200
-
-## Run the DVC pipeline on the current params as a parallel Prefect flow (2 workers; PREFECT_API_URL if set).
-.PHONY: flow
-flow: $(STAMP)
-	source $(BIN)/activate && python -m flows.pipeline --workers 2
 
 ## Debian's headless Chromium for the opt-in browser test (CLASSPRUNE_BROWSER_TESTS=1 make test).
 browser-deps:

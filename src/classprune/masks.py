@@ -3,13 +3,16 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-import pandas as pd
 import torch
 from torch import nn
 
 from .errors import CheckpointError
 from .io import load_torch, save_torch
+
+if TYPE_CHECKING:
+    import pandas as pd
 
 Mask = dict[str, torch.Tensor]
 
@@ -45,6 +48,8 @@ def remaining(mask: Mapping[str, torch.Tensor]) -> float:
 
 def sparsity_report(mask: Mapping[str, torch.Tensor]) -> pd.DataFrame:
     """Per tensor and total: size, remaining count and fraction."""
+    import pandas as pd
+
     rows = [{"tensor": n, "size": m.numel(), "remaining": int(m.sum())} for n, m in mask.items()]
     df = pd.DataFrame(rows)
     total = pd.DataFrame([{"tensor": "total", "size": df["size"].sum(), "remaining": df["remaining"].sum()}])

@@ -123,10 +123,18 @@ def _loader(params: Params, split_name: str, *, train: bool, seed: int = 0):
 
 # --- lottery-ticket rounds --------------------------------------------------------------------------------
 
-def build(params: Params, seed: int) -> torch.nn.Module:
+def build(params: Params, seed: int, state: dict | None = None) -> torch.nn.Module:
+    """The seeded network, or, given a checkpoint ``state``, the network holding exactly that state."""
     from .model import build_model
 
-    return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout)
+    if state is None:
+        return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout)
+    # Built on the meta device and filled from the checkpoint: no random init to throw away, and no
+    # ImageNet weights to fetch in stages that only continue from saved weights.
+    with torch.device("meta"):
+        model = build_model("none", seed=seed, dropout=params.model.dropout)
+    model.load_state_dict(state, assign=True)
+    return model
 
 
 def init(params: Params, scenario: str, seed: int) -> None:
@@ -151,8 +159,7 @@ def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     prev = round_paths(params, scenario, seed, k - 1)
     out = round_paths(params, scenario, seed, k)
     mask = load_mask(prev.next_mask)
-    model = build(params, seed)
-    model.load_state_dict(io.load_torch(prev.rewound))
+    model = build(params, seed, io.load_torch(prev.rewound))
     gamma = resolve_gamma(sc.gamma(k), class_counts(CACHE, "train"))
     loss = ClassDependentLoss(gamma, sc.lam, params.train.margin)
     torch.manual_seed(seed * 1000 + k)  # dropout
@@ -195,8 +202,7 @@ def evaluate_round(params: Params, scenario: str, seed: int, k: int) -> dict:
 
     set_threads(params)
     cur = round_paths(params, scenario, seed, k)
-    model = build(params, seed)
-    model.load_state_dict(io.load_torch(cur.weights))
+    model = build(params, seed, io.load_torch(cur.weights))
     result = {"method": scenario, "kind": "scenario", "seed": seed, "round": k,
               **evaluate_model(params, model, load_mask(cur.mask))}
     io.write_json(metrics_path(scenario, seed, k), result)

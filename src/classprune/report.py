@@ -101,7 +101,8 @@ def plot_figure(agg: pd.DataFrame, split: str, params: Params, path: Path) -> No
             sc = params.scenarios.get(method)
             color = sc.color if sc else BASELINE_COLORS.get(method)
             style = ("-o" if sc else "--s") if len(g) > 1 else "*"
-            ax.plot(g["remaining"] * 100, g[key], style, color=color, label=method, markersize=4 if len(g) > 1 else 12)
+            label = f"{method}: {sc.label}" if sc and sc.label else method
+            ax.plot(g["remaining"] * 100, g[key], style, color=color, label=label, markersize=4 if len(g) > 1 else 12)
             ci = g[f"{key}_ci95"]
             if ci.notna().any():
                 ax.fill_between(g["remaining"] * 100, g[key] - ci, g[key] + ci, color=color, alpha=0.15)
@@ -134,8 +135,10 @@ def summary_markdown(agg: pd.DataFrame, split: str, margin: float) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_reports(params: Params, rounds_dir: Path = Path("reports/rounds"), out: Path = REPORTS) -> pd.DataFrame:
-    df = load_rounds(rounds_dir)
+def write_reports(params: Params, rounds_dir: Path | None = None, out: Path = REPORTS) -> pd.DataFrame:
+    from .pipeline import ROUNDS
+
+    df = load_rounds(ROUNDS if rounds_dir is None else rounds_dir)
     agg = aggregate(df)
     io.write_json(out / "metrics.json", metrics_tree(agg, "test"))
     io.write_json(out / "metrics_val.json", metrics_tree(agg, "val"))

@@ -14,10 +14,9 @@ import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import pandas as pd
 import torch
 from numpy.lib.format import open_memmap
 from PIL import Image
@@ -25,7 +24,9 @@ from tqdm import tqdm
 
 from ..errors import DataError
 from ..io import atomic_path, read_json, write_json
-from .split import SPLITS, validate_manifest
+
+if TYPE_CHECKING:  # pandas and the split module are for the cache stage; training only reads memmaps
+    import pandas as pd
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
@@ -60,6 +61,8 @@ def build_cache(
     workers: int | None = None,
 ) -> dict[str, Any]:
     """Decode every split of the manifest into ``out_dir`` (atomically); return the meta dict."""
+    from .split import SPLITS, validate_manifest
+
     manifest = validate_manifest(manifest_df)
     if normalize not in NORMALIZE:
         raise DataError(f"unknown normalization {normalize!r}; choose one of: {', '.join(NORMALIZE)}")

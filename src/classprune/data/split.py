@@ -9,7 +9,6 @@ import os
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from ..errors import DataError
 from ..io import atomic_path
@@ -116,6 +115,8 @@ def _sorted_index(index: pd.DataFrame) -> pd.DataFrame:
 
 
 def _stratified(df: pd.DataFrame, first_fraction: float, seed: int) -> tuple[pd.DataFrame, pd.DataFrame]:
+    from sklearn.model_selection import train_test_split  # heavy: only the split stage needs it
+
     try:
         return train_test_split(df, train_size=first_fraction, stratify=df["label"], random_state=seed)
     except ValueError as exc:
