@@ -21,11 +21,12 @@ $(STAMP): pyproject.toml constraints.txt
 install: $(STAMP)
 
 ## Run the main job on the embedded default and print the summary: the DVC pipeline as a Prefect flow,
-## REPRO_WORKERS stages at once (dvc.lock, caching and reports exactly as `dvc repro`; set PREFECT_API_URL
-## to watch it in `make ui`, otherwise Prefect starts a temporary local server).
+## REPRO_WORKERS stages at once (dvc.lock, caching and reports exactly as `dvc repro`), then the metrics
+## as Prefect artifacts. Set PREFECT_API_URL to watch it in `make ui`; otherwise Prefect starts a temporary
+## local server.
 REPRO_WORKERS ?= 2
 repro: $(STAMP)
-	source $(BIN)/activate && python -m flows.pipeline --workers $(REPRO_WORKERS)
+	source $(BIN)/activate && python -m flows.fanout --workers $(REPRO_WORKERS)
 	@cat reports/summary.md
 
 ## The same pipeline as plain serial `dvc repro` (one stage at a time, no Prefect).
@@ -48,7 +49,8 @@ browser-deps:
 	apt-get update && apt-get install -y chromium
 
 ## Benchmarks against the reference ways (prune loop, dense step, file loaders): reports/bench.json + a table.
-## BENCH_ARGS=--pipeline adds the Prefect DAG vs serial `dvc repro` and the no-op repro (tiny profile).
-BENCH_ARGS ?=
+## Includes the Prefect DAG vs serial `dvc repro` on the default profile and the no-op repro (about 35 min);
+## BENCH_ARGS= runs only the in-process benchmarks (a few minutes).
+BENCH_ARGS ?= --pipeline --profile default --workers 2
 bench: $(STAMP)
 	source $(BIN)/activate && python benchmarks/run_all.py $(BENCH_ARGS)

@@ -1,4 +1,4 @@
-"""Opt-in UI test: headless Chromium renders the Prefect UI page of a finished flow run.
+"""Opt-in UI test: headless Chromium renders the Prefect UI pages of a finished flow run and its metrics.
 
 Needs Debian's chromium (``make browser-deps``) and CLASSPRUNE_BROWSER_TESTS=1. Chromium runs with no
 background networking, so the only page it loads is the local Prefect server's.
@@ -41,27 +41,40 @@ def flow_run_name(state) -> str:
         return client.read_flow_run(state.state_details.flow_run_id).name
 
 
-def test_ui_shows_finished_flow_run(tmp_path):
+def assert_rendered(png: Path, proc: subprocess.CompletedProcess) -> None:
+    """A rendered page, not a blank one: many grey levels and real contrast."""
     from PIL import Image, ImageStat
 
-    from flows.pipeline import dvc_pipeline
-
-    repo = make_project(tmp_path / "repo")
-    home = tmp_path / "prefect"
-    home.mkdir()
-    with prefect_server(home) as (_url, port):
-        state = dvc_pipeline(repo_dir=str(repo), targets=["prepare"], workers=1, return_state=True)
-        assert state.is_completed(), state.message
-        page = f"http://127.0.0.1:{port}/runs/flow-run/{state.state_details.flow_run_id}"
-        png = tmp_path / "flow-run.png"
-        proc = chromium(page, tmp_path / "chromium-profile", f"--screenshot={png}")
-        dom = chromium(page, tmp_path / "chromium-profile", "--dump-dom").stdout
-        run_name = flow_run_name(state)
-    # the page shows this run (its name, its final state), not the UI's "can't connect" page
-    assert "Can't connect" not in dom
-    assert run_name in dom and "Completed" in dom, dom[-3000:]
     assert png.is_file() and png.stat().st_size > 10_000, proc.stderr[-2000:]
     img = Image.open(png).convert("L")
     assert img.size == (1400, 900)
-    # a rendered page, not a blank one: many grey levels and real contrast
     assert len(set(img.getdata())) > 20 and ImageStat.Stat(img).stddev[0] > 10
+
+
+def test_ui_shows_finished_flow_run_and_its_metrics_artifact(tmp_path):
+    from flows.fanout import classprune_fanout
+
+    # the fan-out flow (what `make repro` runs) on a cut-down tiny profile: the pipeline, then the artifacts
+    repo = make_project(tmp_path / "repo", overrides={"baselines.methods": ["snip"]})
+    home = tmp_path / "prefect"
+    home.mkdir()
+    with prefect_server(home) as (_url, port):
+        state = classprune_fanout(repo_dir=str(repo), workers=2, return_state=True)
+        assert state.is_completed(), state.message
+        run_page = f"http://127.0.0.1:{port}/runs/flow-run/{state.state_details.flow_run_id}"
+        artifact_page = f"http://127.0.0.1:{port}/artifacts/key/classprune-metrics"
+        shots = {}
+        for name, page in (("flow-run", run_page), ("artifact", artifact_page)):
+            png = tmp_path / f"{name}.png"
+            shots[name] = (png, chromium(page, tmp_path / "chromium-profile", f"--screenshot={png}"),
+                           chromium(page, tmp_path / "chromium-profile", "--dump-dom").stdout)
+        run_name = flow_run_name(state)
+    run_dom, artifact_dom = shots["flow-run"][2], shots["artifact"][2]
+    # the run page shows this run (its name, its final state), not the UI's "can't connect" page
+    assert "Can't connect" not in run_dom
+    assert run_name in run_dom and "Completed" in run_dom, run_dom[-3000:]
+    # the artifact page shows the metrics table: its key, its columns, a scenario's rows
+    assert "classprune-metrics" in artifact_dom, artifact_dom[-3000:]
+    assert all(col in artifact_dom for col in ("auc", "fnr", "fpr")) and "black" in artifact_dom, artifact_dom[-3000:]
+    for png, proc, _dom in shots.values():
+        assert_rendered(png, proc)

@@ -5,7 +5,6 @@ import json
 import math
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from . import io
@@ -74,14 +73,17 @@ def metrics_tree(agg: pd.DataFrame, split: str) -> dict:
 
 
 def fn_budget(agg: pd.DataFrame, split: str, margin: float) -> dict[str, float | None]:
-    """Smallest remaining-weight level down to which a method's FNR stays within ``margin`` of its dense FNR."""
+    """Smallest remaining-weight level whose FNR is within ``margin`` of the method's dense FNR (round 1).
+
+    Every round's network is a deployable candidate, so a worse round in between does not disqualify a
+    smaller network that is within budget. None when the dense FNR is undefined (no positives).
+    """
     out = {}
     for method, g in agg[(agg["split"] == split) & (agg["kind"] == "scenario")].groupby("method"):
         g = g.sort_values("remaining", ascending=False)
         dense = g["fnr"].iloc[0]
-        ok = (g["fnr"] <= dense + margin).to_numpy()
-        n_ok = int(np.argmin(ok)) if not ok.all() else len(ok)
-        out[method] = float(g["remaining"].iloc[n_ok - 1]) if n_ok else None
+        within = g[g["fnr"] <= dense + margin]
+        out[method] = float(within["remaining"].min()) if len(within) and not math.isnan(dense) else None
     return out
 
 
@@ -120,18 +122,26 @@ def plot_figure(agg: pd.DataFrame, split: str, params: Params, path: Path) -> No
     plt.close(fig)
 
 
+def _fmt(v) -> str:
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"
+
+
 def summary_markdown(agg: pd.DataFrame, split: str, margin: float) -> str:
     sub = agg[agg["split"] == split]
     lines = [f"# Summary ({split} split)", "",
              "| method | remaining % | AUC | accuracy | FNR | FPR |", "|---|---:|---:|---:|---:|---:|"]
     for r in sub.itertuples(index=False):
-        fmt = lambda v: "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.4f}"  # noqa: E731
-        lines.append(f"| {r.method} | {r.remaining * 100:.2f} | {fmt(r.auc)} | {fmt(r.accuracy)} | "
-                     f"{fmt(r.fnr)} | {fmt(r.fpr)} |")
+        lines.append(f"| {r.method} | {r.remaining * 100:.2f} | {_fmt(r.auc)} | {_fmt(r.accuracy)} | "
+                     f"{_fmt(r.fnr)} | {_fmt(r.fpr)} |")
+    # FPR and AUC at that level show when an FNR within budget only means "everything is positive".
     lines += ["", f"## FN budget: smallest remaining weights with FNR within {margin} of the dense FNR", "",
-              "| scenario | smallest remaining % |", "|---|---:|"]
+              "| scenario | smallest remaining % | FNR there | FPR there | AUC there |", "|---|---:|---:|---:|---:|"]
     for method, level in fn_budget(agg, split, margin).items():
-        lines.append(f"| {method} | {'none' if level is None else f'{level * 100:.2f}'} |")
+        if level is None:
+            lines.append(f"| {method} | none | | | |")
+            continue
+        r = sub[(sub["method"] == method) & (sub["remaining"] == level)].iloc[0]
+        lines.append(f"| {method} | {level * 100:.2f} | {_fmt(r.fnr)} | {_fmt(r.fpr)} | {_fmt(r.auc)} |")
     return "\n".join(lines) + "\n"
 
 
