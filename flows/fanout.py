@@ -62,11 +62,13 @@ def set_params(params_file: Path, scenarios: list[str] | None = None, seeds: lis
 
 
 def read_metrics(repo: Path) -> list[dict]:
-    """Rows of reports/rounds.csv (one per method, seed, round and split), metric columns as numbers."""
+    """Rows of reports/rounds.csv (one per method, seed, round and split), metric columns as rounded numbers."""
     def value(key: str, v: str):
         if key in ("method", "split"):
             return v
-        return int(v) if key in ("seed", "round") else float(v)
+        if key in ("seed", "round"):
+            return int(v)
+        return round(float(v), 6 if key == "remaining" else 4)  # readable in the UI; the CSV keeps all digits
 
     with open(repo / "reports" / "rounds.csv", newline="") as f:
         return [{k: value(k, row[k]) for k in METRIC_COLUMNS if k in row} for row in csv.DictReader(f)]

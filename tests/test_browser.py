@@ -41,6 +41,17 @@ def flow_run_name(state) -> str:
         return client.read_flow_run(state.state_details.flow_run_id).name
 
 
+def metrics_artifact_id(api_url: str, state) -> str:
+    """The run's ``classprune-metrics`` table artifact (plain HTTP: see tests/test_flows.py)."""
+    import httpx
+
+    arts = httpx.post(f"{api_url}/artifacts/filter", json={
+        "artifacts": {"key": {"any_": ["classprune-metrics"]}},
+        "flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}}}).raise_for_status().json()
+    assert len(arts) == 1, arts
+    return arts[0]["id"]
+
+
 def assert_rendered(png: Path, proc: subprocess.CompletedProcess) -> None:
     """A rendered page, not a blank one: many grey levels and real contrast."""
     from PIL import Image, ImageStat
@@ -58,11 +69,11 @@ def test_ui_shows_finished_flow_run_and_its_metrics_artifact(tmp_path):
     repo = make_project(tmp_path / "repo", overrides={"baselines.methods": ["snip"]})
     home = tmp_path / "prefect"
     home.mkdir()
-    with prefect_server(home) as (_url, port):
+    with prefect_server(home) as (url, port):
         state = classprune_fanout(repo_dir=str(repo), workers=2, return_state=True)
         assert state.is_completed(), state.message
         run_page = f"http://127.0.0.1:{port}/runs/flow-run/{state.state_details.flow_run_id}"
-        artifact_page = f"http://127.0.0.1:{port}/artifacts/key/classprune-metrics"
+        artifact_page = f"http://127.0.0.1:{port}/artifacts/artifact/{metrics_artifact_id(url, state)}"
         shots = {}
         for name, page in (("flow-run", run_page), ("artifact", artifact_page)):
             png = tmp_path / f"{name}.png"
