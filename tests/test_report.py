@@ -1,6 +1,7 @@
 """The versioned reports: seed aggregation with 95 % CI, the FN budget and the files DVC tracks."""
 import json
 import math
+from pathlib import Path
 
 import pandas as pd
 import pytest
@@ -53,7 +54,7 @@ def test_seeds_are_averaged_with_a_t_interval(tmp_path):
 
 
 def test_write_reports_writes_metrics_curves_figures_and_summary(tmp_path):
-    params = load_params("profiles/tiny.yaml")
+    params = load_params(Path(__file__).parents[1] / "profiles" / "tiny.yaml")
     rounds = tmp_path / "rounds"
     _write(rounds, [_round("black", 0, k, f) for k, f in ((1, 0.1), (2, 0.4), (3, 0.1))])
     write_reports(params, rounds, tmp_path / "out")
