@@ -95,7 +95,7 @@ def plot_figure(agg: pd.DataFrame, split: str, params: Params, path: Path) -> No
     import matplotlib.pyplot as plt
 
     sub = agg[agg["split"] == split]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 4.2))
+    fig, axes = plt.subplots(1, 4, figsize=(18, 5.2))
     titles = {"auc": "AUC-ROC", "accuracy": "Accuracy", "fnr": "FNR", "fpr": "FPR"}
     for ax, key in zip(axes, METRIC_KEYS):
         for method, g in sub.groupby("method", sort=False):
@@ -113,9 +113,10 @@ def plot_figure(agg: pd.DataFrame, split: str, params: Params, path: Path) -> No
         ax.set_xlabel("remaining weights (%)")
         ax.set_title(titles[key])
         ax.grid(True, which="both", alpha=0.3)
-    axes[0].legend(fontsize=8)
+    # one legend under the panels: inside a panel it hides curves
+    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=9, frameon=False)
     fig.suptitle(f"{params.profile}: {split} split")
-    fig.tight_layout()
+    fig.tight_layout(rect=(0, 0.14, 1, 1))
     with io.atomic_path(path) as tmp:
         fig.savefig(tmp.with_suffix(".png"), dpi=110)
         tmp.with_suffix(".png").rename(tmp)
