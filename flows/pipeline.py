@@ -17,8 +17,9 @@ path (a shared filesystem, DVC cache included: ``.dvc/cache`` or a shared ``cach
 environment (dvc, classprune, prefect, prefect-dask) with its ``python`` first on PATH, and PREFECT_API_URL
 pointing at the same Prefect server as the flow.
 
-Threads: each stage gets CLASSPRUNE_THREADS = ``threads_per_worker`` or cpu_count // workers (at least 1),
-which the stages apply to torch (classprune.pipeline.set_threads), so workers x threads fits the CPU.
+Threads: each stage gets CLASSPRUNE_THREADS = ``threads_per_worker``, or else params.yaml's train.threads
+lowered to cpu_count // workers (at least 1; train.threads 0 means that many), which the stages apply to
+torch (classprune.pipeline.set_threads), so workers x threads fits the CPU.
 
 CLI: ``python -m flows.pipeline --workers 2 [--targets red report] [--retries 1] [--dask ADDRESS]``.
 """
@@ -63,6 +64,19 @@ def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str) -> str:
     return stage
 
 
+def stage_threads(repo_dir: str, workers: int) -> int:
+    """params.yaml's train.threads, lowered to cpu_count // workers when it would oversubscribe the CPU
+    (0 means as many as fit). Results are bit-identical only at equal thread counts, so the flow keeps the
+    count `dvc repro` uses whenever the CPU allows it."""
+    import yaml
+
+    fit = max(1, (os.cpu_count() or 1) // workers)
+    path = Path(repo_dir) / "params.yaml"
+    params = yaml.safe_load(path.read_text()) if path.is_file() else None
+    wanted = int(((params or {}).get("train") or {}).get("threads") or 0)
+    return min(wanted, fit) if wanted > 0 else fit
+
+
 def _task_runner(kind: str, workers: int, dask_address: str | None):
     if kind == "threads":
         from prefect.task_runners import ThreadPoolTaskRunner
@@ -90,7 +104,7 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
     log = get_run_logger()
     repo = str(Path(repo_dir).resolve())
     stages = load_dag(repo, targets)
-    threads = threads_per_worker or max(1, (os.cpu_count() or 1) // workers)
+    threads = threads_per_worker or stage_threads(repo, workers)
     log.info(f"{len(stages)} stage(s) to run with {workers} {task_runner} worker(s), {threads} thread(s) each")
     if not stages:
         return Completed(message="pipeline up to date")
@@ -122,7 +136,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--targets", nargs="*", help="stages, stage groups or scenarios (default: the whole DAG)")
     p.add_argument("--retries", type=int, default=0)
-    p.add_argument("--threads", type=int, help="torch threads per stage (default: cpu_count // workers)")
+    p.add_argument("--threads", type=int,
+                   help="torch threads per stage (default: train.threads, at most cpu_count // workers)")
     p.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
                    help="run on Dask: a scheduler address, or no value for a local cluster of --workers processes")
     p.add_argument("--repo", default=".", help="DVC repository (default: .)")

@@ -61,3 +61,26 @@ def test_fanout_params_edit_keeps_the_file_readable(tmp_path):
     assert run["scenarios"] == ["red", "green"]
     assert run["seeds"] == [{"seed": 0, "dir": "models"}, {"seed": 3, "dir": "models/seed_3"}]
     assert [s.seed for s in load_params(params).run.seeds] == [0, 3]
+
+
+@pytest.mark.parametrize("wanted, cpus, workers, expected", [
+    (1, 2, 2, 1),    # the embedded default: as `dvc repro`, so both give the same bits
+    (2, 2, 2, 1),    # more than fits: lowered so workers x threads <= CPUs
+    (2, 8, 2, 2),    # fits: kept
+    (0, 8, 2, 4),    # 0 (torch's default): as many as fit
+    (0, 1, 4, 1),    # never below 1
+])
+def test_stage_threads_keep_train_threads_unless_the_cpu_is_oversubscribed(tmp_path, monkeypatch,
+                                                                          wanted, cpus, workers, expected):
+    from flows.pipeline import stage_threads
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"threads": wanted}}))
+    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    assert stage_threads(str(tmp_path), workers) == expected
+
+
+def test_stage_threads_without_params_use_the_cpu_share(tmp_path, monkeypatch):
+    from flows.pipeline import stage_threads
+
+    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    assert stage_threads(str(tmp_path), 2) == 2
