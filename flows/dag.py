@@ -12,7 +12,7 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Stage:
-    name: str                                  # DVC's addressing, e.g. ``train@red-seed0-round0``
+    name: str                                  # DVC's addressing, e.g. ``lt@red-0-level0``
     cmd: str
     upstream: tuple[str, ...] = ()             # stages whose outputs this one reads
     changed: bool = True                       # out of date (DVC status) or downstream of a stage that is
@@ -20,12 +20,12 @@ class Stage:
 
     @property
     def base(self) -> str:
-        """Name before the ``@`` of foreach/matrix stages: ``train``."""
+        """Name before the ``@`` of foreach/matrix stages: ``lt``."""
         return self.name.split("@", 1)[0]
 
     @property
     def label(self) -> str:
-        """Readable task name: ``train red s0 r1`` (round0 in the matrix name is round k=1)."""
+        """Readable summary: ``lt red s0 r1`` (round k; the stage name says level0)."""
         a = self.args
         parts = [self.base, a.get("scenario"), a.get("method"), f"s{a['seed']}" if "seed" in a else None,
                  f"r{a['round']}" if "round" in a else None]
@@ -43,7 +43,7 @@ def _cmd_args(cmd: str | list) -> dict:
 
 
 def _matches(stage: Stage, target: str) -> bool:
-    """A target is a stage name (``train@red-seed0-round0``), a stage base name (``train``) or a scenario."""
+    """A target is a stage name (``lt@red-0-level0``), a stage base name (``lt``) or a scenario."""
     return target in (stage.name, stage.base, stage.args.get("scenario"), stage.args.get("method"))
 
 

@@ -3,8 +3,7 @@
 What it does, in order:
 1. Fan-out is declared the DVC way: ``run.scenarios`` and ``run.seeds`` in params.yaml (dvc.yaml's matrix
    expands over them) are set to the requested lists, comments kept, as ``dvc exp run -S`` does in the
-   workspace. The first seed writes to ``models/``, seed s to ``models/seed_<s>`` (the params.yaml
-   convention). The edit stays, so dvc.lock, params.yaml and the reports agree afterwards: commit them to
+   workspace. Seed s of scenario X writes to ``models/X/seed_<s>/``. The edit stays, so dvc.lock, params.yaml and the reports agree afterwards: commit them to
    version the experiment, or ``git checkout params.yaml`` to go back. Nothing is edited when neither
    list is given.
 2. ``dvc_pipeline`` runs as a subflow: every stale stage, independent chains in parallel.
@@ -52,9 +51,7 @@ def set_params(params_file: Path, scenarios: list[str] | None = None, seeds: lis
     if scenarios:
         p["run"]["scenarios"] = flow_style(CommentedSeq(scenarios))
     if seeds:
-        p["run"]["seeds"] = CommentedSeq(
-            flow_style(CommentedMap(seed=int(s), dir="models" if i == 0 else f"models/seed_{s}"))
-            for i, s in enumerate(seeds))
+        p["run"]["seeds"] = flow_style(CommentedSeq(int(s) for s in seeds))
     if dataset:
         p["data"]["source"] = dataset
     with open(params_file, "w") as f:

@@ -97,7 +97,7 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
                  dask_address: str | None = None, repo_dir: str = "."):
     """Run the stale part of the DVC pipeline (or of ``targets`` and their upstream) with ``workers`` in parallel.
 
-    targets: stage names (``train@red-seed0-round0``), stage groups (``train``), scenarios (``red``) or
+    targets: stage names (``lt@red-0-level0``), stage groups (``train``), scenarios (``red``) or
     baseline methods. The final state is Completed, or Failed with a message naming the failed stages
     (and their error lines) and the downstream stages that did not run.
     """
@@ -115,7 +115,7 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
         while len(done) < len(stages):
             for s in stages:   # priority order: upstream first, longest remaining chain first
                 if s.name not in futures and all(u in done for u in s.upstream):
-                    fut = runner.submit(stage_task.with_options(task_run_name=s.label),
+                    fut = runner.submit(stage_task.with_options(task_run_name=s.name),
                                         {"stage": s.name, "repo_dir": repo, "threads": threads, "bin_dir": bin_dir},
                                         wait_for=[futures[u] for u in s.upstream])
                     futures[s.name], active[fut] = fut, s.name

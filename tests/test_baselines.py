@@ -158,39 +158,41 @@ def tiny_run(tmp_path_factory):
     cache.build_cache(manifest, root / "data" / "cache", 64)
     params = Params.model_validate({
         "data": {"augment": "none"},
-        "train": {"iterations": 2, "batch_size": 8, "eval_batch_size": 64, "loader_workers": 0},
+        "train": {"iterations": 2, "batch_size": 8, "loader_workers": 0},
+        "evaluate": {"batch_size": 64},
         # 2 levels: 100 % and 5 % (a sparse level keeps the L-OBS solves small)
         "prune": {"rate": 0.95, "rounds": [{"k": 1, "prev": 0}, {"k": 2, "prev": 1}]},
-        "run": {"scenarios": ["red"]},
+        "run": {"scenarios": ["red"], "seeds": [0]},
         "baselines": {"snip": {"batches": 1}, "snip_trained": {"batches": 1}, "lobs": {"batches": 2}},
     })
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
         pipeline.init(params, "red", 0)
-        pipeline.train_round(params, "red", 0, 1)
+        pipeline.lt_round(params, "red", 0, 1)
     return root, params
 
 
 @pytest.mark.parametrize("method,rounds", [("snip", [1, 2]), ("snip_trained", [1, 2]), ("lobs", [1, 2]),
                                            ("mobilenet", [1])])
 def test_stage_writes_round_jsons(tiny_run, monkeypatch, method, rounds):
-    from classprune.report import load_rounds
+    from classprune.report import load_results
 
     root, params = tiny_run
     monkeypatch.chdir(root)
     summary = bl.run_baseline(params, method, 0)
-    folder = root / "reports" / "rounds" / "seed_0" / method
-    assert sorted(p.name for p in folder.iterdir()) == [f"round_{k}.json" for k in rounds]
-    results = [json.loads((folder / f"round_{k}.json").read_text()) for k in rounds]
-    assert all(r["method"] == method and r["kind"] == "baseline" and r["seed"] == 0 for r in results)
+    written = json.loads((root / "reports" / "rounds" / "seed_0" / f"{method}.json").read_text())
+    assert written["method"] == method and written["kind"] == "baseline" and written["seed"] == 0
+    results = written["rounds"]
+    assert [r["round"] for r in results] == rounds
     assert [lv["round"] for lv in summary["levels"]] == rounds
     if method == "mobilenet":
         assert results[0]["remaining"] == pytest.approx(results[0]["parameters"] / NUM_PARAMETERS)
     else:
         assert [r["remaining"] for r in results] == pytest.approx([1.0, 0.05], abs=1e-3)
         assert results[1]["nonzero"] < 0.1 * NUM_PARAMETERS
-    df = load_rounds(root / "reports" / "rounds")
-    assert method in set(df["method"])
+    df = load_results(params.model_copy(update={"run": params.run.model_copy(update={"scenarios": []}),
+                                                "baselines": params.baselines.model_copy(update={"methods": [method]})}))
+    assert set(df["method"]) == {method}
 
 
 def test_stage_rejects_unknown_method_and_seed(tiny_run, monkeypatch):

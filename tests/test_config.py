@@ -65,8 +65,8 @@ def test_missing_and_malformed_params_files(tmp_path):
 
 def test_cli_reports_bad_params_in_one_line_with_nonzero_exit(tmp_path):
     path = _edit(tmp_path, r"^  rate: 0.5", "  rate: 2")
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "prune.py"), "--params", str(path),
-                           "--scenario", "red", "--seed", "0", "--round", "1"],
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "lt.py"), "--params", str(path),
+                           "--scenario", "red", "--seed", "0", "--round", "2"],
                           capture_output=True, text=True, cwd=tmp_path)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ") and "prune.rate" in proc.stderr

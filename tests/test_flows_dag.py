@@ -30,19 +30,24 @@ def test_dag_is_dvc_order_with_upstream_edges(project):
     pos = {n: i for i, n in enumerate(names)}
     assert all(pos[u] < pos[s.name] for s in stages for u in s.upstream)
     by = {s.name: s for s in stages}
-    assert set(by["train@red-seed0-round1"].upstream) == {"cache", "prune@red-seed0-round0"}
-    assert by["train@red-seed0-round1"].label == "train red s0 r2"     # round1 in the name is k=2
-    assert {"evaluate@red-seed0-round2", "evaluate@black-seed0-round2"} <= set(by["report"].upstream)
+    # one stage per round: round k = level + 1 prunes round k-1's outputs; seeds by value
+    assert set(by["lt@red-0-level1"].upstream) == {"cache", "lt@red-0-level0"}
+    assert set(by["lt@red-0-level0"].upstream) == {"cache", "init@red-0"}
+    assert by["lt@red-0-level1"].args == {"scenario": "red", "seed": "0", "round": "2"}
+    # one evaluation per chain, after every round of the chain
+    assert set(by["evaluate@red-0"].upstream) == {"cache", "init@red-0", "lt@red-0-level0", "lt@red-0-level1",
+                                                   "lt@red-0-level2"}
+    assert {"evaluate@red-0", "evaluate@black-0"} <= set(by["report"].upstream)
 
 
 def test_targets_select_a_scenario_and_its_upstream(project):
     from flows.dag import load_dag
 
     red = {s.name for s in load_dag(project, ["red"])}
-    assert {"prepare", "split", "cache", "init@red-seed0", "evaluate@red-seed0-round2"} <= red
+    assert {"prepare", "split", "cache", "init@red-0", "evaluate@red-0"} <= red
     assert not any("black" in n for n in red) and "report" not in red
-    one = [s.name for s in load_dag(project, ["train@red-seed0-round0"])]
-    assert one == ["prepare", "split", "cache", "init@red-seed0", "train@red-seed0-round0"]
+    one = [s.name for s in load_dag(project, ["lt@red-0-level0"])]
+    assert one == ["prepare", "split", "cache", "init@red-0", "lt@red-0-level0"]
     with pytest.raises(ValueError, match="nope"):
         load_dag(project, ["nope"])
 
@@ -59,8 +64,8 @@ def test_fanout_params_edit_keeps_the_file_readable(tmp_path):
     assert all(c in text for c in comments)           # the documentation in params.yaml survives
     run = yaml.safe_load(text)["run"]
     assert run["scenarios"] == ["red", "green"]
-    assert run["seeds"] == [{"seed": 0, "dir": "models"}, {"seed": 3, "dir": "models/seed_3"}]
-    assert [s.seed for s in load_params(params).run.seeds] == [0, 3]
+    assert run["seeds"] == [0, 3]
+    assert load_params(params).run.seeds == [0, 3]
 
 
 @pytest.mark.parametrize("wanted, cpus, workers, expected", [

@@ -141,23 +141,26 @@ def test_sigkill_during_an_atomic_write_leaves_no_output(tmp_path):
     assert all(name.startswith(".weights.pt.") and name.endswith(".tmp") for name in leftovers), leftovers
 
 
-def _round_json(method: str, k: int) -> dict:
-    split = {"auc": 0.5, "accuracy": 0.8, "fnr": 1.0, "fpr": 0.0, "tp": 0, "fp": 0, "tn": 8, "fn": 2}
-    return {"method": method, "kind": "scenario", "seed": 0, "round": k, "remaining": 0.5 ** (k - 1),
-            "nonzero": 10, "val": split, "test": split}
+def _chain_json(method: str, rounds: int) -> dict:
+    split = {"auc": 0.5, "accuracy": 0.8, "fnr": 1.0, "fpr": 0.0, "tp": 0, "fp": 0, "tn": 8, "fn": 2, "constant": True}
+    return {"method": method, "kind": "scenario", "seed": 0,
+            "rounds": [{"round": k, "remaining": 0.5 ** (k - 1), "nonzero": 10, "val": split, "test": split}
+                       for k in range(1, rounds + 1)]}
 
 
 def test_report_ignores_temporaries_left_in_reports_rounds_by_a_killed_writer(tmp_path):
-    """reports/rounds is no DVC out (its files are), so nothing cleans a killed evaluate's temporary there."""
-    from classprune.report import load_rounds
+    """The report reads the declared result files only, so a killed writer's temporary is never parsed."""
+    from classprune.config import load_params
+    from classprune.report import load_results
 
-    rounds = tmp_path / "rounds"
-    write_json(rounds / "seed_0" / "red" / "round_1.json", _round_json("red", 1))
-    stale = rounds / "seed_0" / "red" / ".round_2.json.k1ll3d.tmp" / "round_2.json"
-    stale.parent.mkdir(parents=True)
-    stale.write_text(json.dumps(_round_json("red", 2))[:40])  # killed in the middle of the write
-    df = load_rounds(rounds)
-    assert sorted(df["round"].unique()) == [1]
+    params = load_params(ROOT / "profiles" / "tiny.yaml")
+    rounds = tmp_path / "reports" / "rounds" / "seed_0"
+    for method in (*params.run.scenarios, *params.baselines.methods):
+        write_json(rounds / f"{method}.json", _chain_json(method, len(params.prune.rounds)))
+    stale = rounds / ".red.json.k1ll3d.tmp"
+    stale.write_text(json.dumps(_chain_json("red", 9))[:40])  # killed in the middle of the write
+    df = load_results(params, tmp_path)
+    assert sorted(df["round"].unique()) == [r.k for r in params.prune.rounds]
 
 
 # --- checkpoints --------------------------------------------------------------------------------------
@@ -372,18 +375,40 @@ def test_train_stage_without_its_inputs_fails_cleanly_and_writes_nothing(tmp_pat
 
     (tmp_path / "params.yaml").write_text((ROOT / "profiles" / "tiny.yaml").read_text())
     args = ("--scenario", "red", "--seed", "0", "--round", "1")
-    line = _assert_one_line_error(_stage(tmp_path, "train", *args))  # no W0, no mask, no cache
+    line = _assert_one_line_error(_stage(tmp_path, "lt", *args))  # no W0, no mask, no cache
     assert "round_0" in line, line
     assert _listing(tmp_path) == ["params.yaml"]
 
     monkeypatch.chdir(tmp_path)
     pipeline.init(load_params("params.yaml"), "red", 0)  # what the init stage writes: W0 and the full mask
     before = _listing(tmp_path)
-    assert "models/red/round_0/rewound.pt" in before
-    line = _assert_one_line_error(_stage(tmp_path, "train", *args))  # W0 and mask, but no data/cache
+    assert "models/red/seed_0/round_0/rewound.pt" in before
+    line = _assert_one_line_error(_stage(tmp_path, "lt", *args))  # W0 and mask, but no data/cache
     assert "cache" in line, line
     assert _listing(tmp_path) == before, "a failed stage must not create outputs"
-    assert not (tmp_path / "models" / "red" / "round_1").exists()
+    assert not (tmp_path / "models" / "red" / "seed_0" / "round_1").exists()
+
+
+def test_diverging_round_stops_with_one_line_and_writes_nothing(tmp_path, monkeypatch, tiny_cache):
+    """Forced to diverge (an absurd lr), the lt stage names round, tensor and the knobs, and leaves no output."""
+    import shutil
+
+    import yaml
+
+    from classprune import pipeline
+    from classprune.config import load_params
+
+    raw = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    raw["train"] |= {"lr": 1e30, "grad_clip": 0.0, "loader_workers": 0, "cpu_isa": "native"}
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
+    shutil.copytree(tiny_cache, tmp_path / "data" / "cache")
+    monkeypatch.chdir(tmp_path)
+    pipeline.init(load_params("params.yaml"), "red", 0)
+    before = _listing(tmp_path)
+    line = _assert_one_line_error(_stage(tmp_path, "lt", "--scenario", "red", "--seed", "0", "--round", "1"))
+    assert line.startswith("error: red seed 0 round 1: training diverged at step"), line
+    assert "train.lr" in line and "train.grad_clip" in line
+    assert _listing(tmp_path) == before, "a diverged round must not write anything"
 
 
 # --- kill -9 and resume -------------------------------------------------------------------------------
@@ -430,13 +455,13 @@ def test_kill_9_mid_pipeline_then_dvc_repro_resumes_and_matches_an_uninterrupted
     ref = subprocess.Popen(["dvc", "repro"], cwd=whole, **{**start, "stdout": logs["whole"]})
     victim = subprocess.Popen(["dvc", "repro"], cwd=killed, **{**start, "stdout": logs["killed"]})
     try:
-        weights = list((killed / "models").glob("*/round_*/weights.pt")) if (killed / "models").exists() else []
+        weights = list((killed / "models").glob("*/seed_*/round_*/weights.pt")) if (killed / "models").exists() else []
         deadline = time.monotonic() + 900
         while not weights:
             assert victim.poll() is None, f"dvc repro ended before any training: {(tmp_path / 'killed.log').read_text()}"
             assert time.monotonic() < deadline, "no train stage finished in time"
             time.sleep(0.2)
-            weights = list((killed / "models").glob("*/round_*/weights.pt")) if (killed / "models").exists() else []
+            weights = list((killed / "models").glob("*/seed_*/round_*/weights.pt")) if (killed / "models").exists() else []
         os.killpg(victim.pid, signal.SIGKILL)
         assert victim.wait(timeout=60) == -signal.SIGKILL
     finally:
@@ -465,5 +490,5 @@ def test_kill_9_mid_pipeline_then_dvc_repro_resumes_and_matches_an_uninterrupted
     status = subprocess.run(["dvc", "status"], cwd=killed, env=env, capture_output=True, text=True)
     assert "up to date" in status.stdout, status.stdout
     assert read_json(killed / "reports" / "metrics.json") == read_json(whole / "reports" / "metrics.json")
-    for rel in ("models/red/round_2/weights.pt", "models/red/round_2/next_mask.pt"):
+    for rel in ("models/red/seed_0/round_2/weights.pt", "models/red/seed_0/round_2/mask.pt"):
         assert _same_tensors(load_torch(killed / rel), load_torch(whole / rel)), rel

@@ -1,7 +1,7 @@
 """The paper's comparison methods: SNIP (with and without retraining), L-OBS and MobileNet.
 
 Each baseline is registered in ``BASELINES`` as ``fn(params, seed) -> [result, ...]``; ``run_baseline``
-writes the results as ``reports/rounds/seed_<s>/<method>/round_<k>.json``, the same format the LT
+writes the results as ``reports/rounds/seed_<s>/<method>.json``, the same format the LT
 evaluate stage writes, so the report stage puts them beside the scenarios without knowing about them.
 Pruning baselines are evaluated at the LT levels (1-p)^(k-1), k = 1..R, under ``round`` k.
 
@@ -77,7 +77,7 @@ def _snip_masks(params: Params, seed: int, cfg: SnipCfg) -> tuple[dict, list[tup
     from .losses import ClassDependentLoss
     from .masks import full_mask
 
-    w0 = io.load_torch(pipeline.round_paths(params, params.baselines.source_scenario, seed, 0).rewound)
+    w0 = io.load_torch(pipeline.round_paths(params, params.baselines.source_scenario, seed, 0).weights)
     model = pipeline.build(params, seed)
     loader = pipeline._loader(params, "train", train=True, seed=seed)
     batches = itertools.islice(loader, cfg.batches)
@@ -398,13 +398,11 @@ def run_baseline(params: Params, method: str, seed: int) -> dict:
 
     if method not in BASELINES:
         raise ConfigError(f"unknown baseline {method!r}; allowed: {', '.join(sorted(BASELINES))}")
-    params.seed_dir(seed)  # a seed outside run.seeds is a user error
+    params.check_seed(seed)  # a seed outside run.seeds is a user error
     pipeline.set_threads(params)
-    results = [{"method": method, "kind": "baseline", "seed": seed, **r} for r in BASELINES[method](params, seed)]
-    with io.atomic_path(pipeline.metrics_path(method, seed, 1).parent, is_dir=True) as out:
-        out.mkdir(parents=True, exist_ok=True)
-        for r in results:
-            io.write_json(out / f"round_{r['round']}.json", r)
+    results = BASELINES[method](params, seed)
+    io.write_json(pipeline.metrics_path(method, seed),
+                  {"method": method, "kind": "baseline", "seed": seed, "rounds": results})
     return {"method": method, "seed": seed,
             "levels": [{"round": r["round"], "remaining": round(r["remaining"], 6), "test_auc": r["test"]["auc"]}
                        for r in results]}

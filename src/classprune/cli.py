@@ -14,8 +14,8 @@ from collections.abc import Callable, Sequence
 from .errors import ClassPruneError
 
 # name -> pipeline function; arguments beyond ``params`` become required CLI options.
-STEPS = ("prepare", "split", "cache", "init", "train", "prune", "evaluate", "report", "baseline")
-_FUNCS = {"train": "train_round", "prune": "prune_round", "evaluate": "evaluate_round", "report": "report"}
+STEPS = ("prepare", "split", "cache", "init", "lt", "evaluate", "report", "baseline")
+_FUNCS = {"lt": "lt_round", "evaluate": "evaluate_chain", "report": "report"}
 
 
 def _resolve(step: str) -> Callable:
@@ -59,6 +59,10 @@ def run_step(step: str, argv: Sequence[str] | None = None) -> int:
     args = vars(_parser(step, fn).parse_args(argv))
     try:
         params = load_params(args.pop("params"))
+        if params.train.cpu_isa != "native":
+            from .isa import check_pinned
+
+            check_pinned(params.train.cpu_isa)
         result = fn(params, **args)
     except (ClassPruneError, ValueError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -70,8 +74,18 @@ def run_step(step: str, argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def _pin_isa(argv: Sequence[str]) -> None:
+    """train.cpu_isa must take effect before torch is imported, so it is read before everything else."""
+    from .isa import pin_cpu_isa, requested_isa
+
+    argv = list(argv)
+    params_path = argv[argv.index("--params") + 1] if "--params" in argv[:-1] else "params.yaml"
+    pin_cpu_isa(requested_isa(params_path))
+
+
 def run_stage(step: str) -> None:
     """Entry point of the scripts in stages/."""
+    _pin_isa(sys.argv[1:])
     sys.exit(run_step(step, sys.argv[1:]))
 
 
@@ -80,4 +94,5 @@ def main(argv: Sequence[str] | None = None) -> None:
     if not argv or argv[0] in ("-h", "--help") or argv[0] not in STEPS:
         print(f"usage: classprune {{{','.join(STEPS)}}} [--params PARAMS] [options]", file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    _pin_isa(argv[1:])
     sys.exit(run_step(argv[0], argv[1:]))

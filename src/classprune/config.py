@@ -35,7 +35,7 @@ class Isic(_Strict):
 
 class Data(_Strict):
     source: Literal["synthetic", "crack", "isic", "folder"] = "synthetic"
-    root: str = "data/raw/CRACK"
+    root: str = "data/raw"
     positive_class: str = "Positive"
     synthetic: Synthetic = Synthetic()
     isic: Isic = Isic()
@@ -68,11 +68,20 @@ class Train(_Strict):
     weight_decay: float = Field(0.0, ge=0)
     grad_clip: float = Field(1.0, ge=0)  # max gradient norm; 0 disables
     batch_size: int = Field(32, ge=2)
-    eval_batch_size: int = Field(256, ge=1)
     iterations: int = Field(100, ge=1)
     threads: int = Field(0, ge=0)  # 0: torch's default
     loader_workers: int = Field(1, ge=0)  # processes for training augmentation (per-image transforms)
     margin: float = Field(1.0, gt=0)
+    # Kernels' instruction set, pinned before torch starts (classprune.isa): avx2 gives the same bits on
+    # AVX-512 and AVX2 machines; native is faster on AVX-512 machines but their bits differ.
+    cpu_isa: Literal["native", "avx2"] = "native"
+
+
+class Evaluate(_Strict):
+    """Evaluation only: changing it reruns the evaluate stages, never training."""
+
+    batch_size: int = Field(256, ge=1)
+    target_fnr: float = Field(0.05, ge=0, lt=1)  # operating point: highest threshold with val FNR <= this
 
 
 class Round(_Strict):
@@ -85,6 +94,7 @@ class Prune(_Strict):
     scope: Literal["layerwise", "global"] = "layerwise"
     criterion: str = "magnitude_increase"
     include_biases: bool = True
+    rewind_iteration: int = Field(0, ge=0)  # late rewinding: rewind to the weights after this many round-1 steps
     rounds: list[Round]
 
     @field_validator("criterion")
@@ -119,20 +129,15 @@ class Prune(_Strict):
         return len(self.rounds)
 
 
-class Seed(_Strict):
-    seed: int
-    dir: str
-
-
 class Run(_Strict):
     scenarios: list[str] = ["red", "blue", "black", "green"]
-    seeds: list[Seed] = [Seed(seed=0, dir="models")]
+    seeds: list[int] = [0, 1, 2]
 
     @field_validator("seeds")
     @classmethod
     def _unique(cls, v):
-        if not v or len({s.seed for s in v}) != len(v) or len({s.dir for s in v}) != len(v):
-            raise ValueError("needs at least one seed; seeds and dirs must be unique")
+        if not v or len(set(v)) != len(v) or min(v) < 0:
+            raise ValueError("needs at least one seed; seeds must be unique and >= 0")
         return v
 
 
@@ -191,6 +196,7 @@ class Params(_Strict):
     prune: Prune
     scenarios: dict[str, Scenario] = dict(SCENARIOS)
     run: Run = Run()
+    evaluate: Evaluate = Evaluate()
     report: Report = Report()
     baselines: Baselines = Baselines()
 
@@ -220,11 +226,16 @@ class Params(_Strict):
             raise ValueError(f"scenario name(s) {clash} clash with baseline methods (both write reports/rounds)")
         return self
 
-    def seed_dir(self, seed: int) -> Path:
-        for s in self.run.seeds:
-            if s.seed == seed:
-                return Path(s.dir)
-        raise ConfigError(f"seed {seed} is not in run.seeds ({[s.seed for s in self.run.seeds]})")
+    def check_seed(self, seed: int) -> None:
+        if seed not in self.run.seeds:
+            raise ConfigError(f"seed {seed} is not in run.seeds ({self.run.seeds})")
+
+    @model_validator(mode="after")
+    def _late_rewind_fits(self):
+        if self.prune.rewind_iteration >= self.train.iterations:
+            raise ValueError(f"prune.rewind_iteration ({self.prune.rewind_iteration}) must be below "
+                             f"train.iterations ({self.train.iterations})")
+        return self
 
 
 def _format(err: ValidationError, path: Path) -> str:

@@ -16,6 +16,7 @@ from tqdm.auto import tqdm
 from .model import positive_score
 
 METRIC_KEYS = ("auc", "accuracy", "fnr", "fpr")
+EXTRA_KEYS = ("balanced_accuracy",)
 
 
 @torch.no_grad()
@@ -44,10 +45,26 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, preds: np.ndarray) ->
     auc = float(roc_auc_score(labels, scores)) if len(np.unique(labels)) == 2 else None
     if auc is not None and math.isnan(auc):
         auc = None
+    fnr, fpr = _rate(fn, fn + tp), _rate(fp, fp + tn)
+    balanced = 1.0 - (fnr + fpr) / 2 if fnr is not None and fpr is not None else None
     return {
-        "auc": auc, "accuracy": _rate(tp + tn, len(labels)), "fnr": _rate(fn, fn + tp), "fpr": _rate(fp, fp + tn),
+        "auc": auc, "accuracy": _rate(tp + tn, len(labels)), "fnr": fnr, "fpr": fpr, "balanced_accuracy": balanced,
         "tp": tp, "fp": fp, "tn": tn, "fn": fn, "n": int(len(labels)), "n_positive": tp + fn,
+        # a constant predictor (everything one class) is a collapse, whatever its FNR or FPR
+        "constant": bool(tp + fp == 0 or tn + fn == 0),
     }
+
+
+def operating_threshold(labels: np.ndarray, scores: np.ndarray, target_fnr: float) -> float | None:
+    """The highest threshold t whose FNR on these (validation) samples is <= target_fnr (predict t <= score).
+
+    Chosen on val and applied unchanged to test. None without positives (undefined FNR).
+    """
+    pos = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(labels) == 1])
+    if len(pos) == 0:
+        return None
+    missed = int(math.floor(target_fnr * len(pos) + 1e-9))  # positives allowed below the threshold
+    return float(pos[min(missed, len(pos) - 1)])
 
 
 def evaluate(model: nn.Module, loader: Iterable, desc: str = "eval") -> dict[str, float | int | None]:

@@ -1,9 +1,10 @@
 """The steps of the pipeline, one function per DVC stage. Stage scripts only parse arguments and call these.
 
-Layout (the artifact contract): ``<seed dir>/<scenario>/round_<k>/`` holds ``weights.pt`` (trained),
-``mask.pt`` (the mask used while training round k), ``rewound.pt`` (W0 masked by the next mask: the start
-of round k+1) and ``next_mask.pt``. ``round_0`` holds W0 and the all-ones mask. The first seed's dir is
-``models``; replicates use ``models/seed_<s>``.
+Layout (the artifact contract): ``models/<scenario>/seed_<s>/round_<k>/`` holds ``mask.pt`` (the mask
+round k trains with), ``rewound.pt`` (the rewind point masked by that mask: the weights round k starts
+from) and ``weights.pt`` (trained). ``round_0`` holds W0 as ``weights.pt`` and ``rewound.pt`` and the
+all-ones mask. With late rewinding (``prune.rewind_iteration`` = j > 0), round 1 starts from W0 and its
+``rewound.pt`` is the rewind point W_j; every later round starts from W_j masked.
 """
 from __future__ import annotations
 
@@ -21,6 +22,7 @@ PREPARED = Path("data/prepared")
 SPLITS = Path("data/splits")
 CACHE = Path("data/cache")
 ROUNDS = Path("reports/rounds")
+MODELS = Path("models")
 
 
 @dataclass(frozen=True)
@@ -39,17 +41,22 @@ class RoundPaths:
     def rewound(self) -> Path:
         return self.dir / "rewound.pt"
 
-    @property
-    def next_mask(self) -> Path:
-        return self.dir / "next_mask.pt"
 
 
 def round_paths(params: Params, scenario: str, seed: int, k: int) -> RoundPaths:
-    return RoundPaths(params.seed_dir(seed) / scenario / f"round_{k}")
+    params.check_seed(seed)
+    return RoundPaths(MODELS / scenario / f"seed_{seed}" / f"round_{k}")
 
 
-def metrics_path(method: str, seed: int, k: int | str) -> Path:
-    return ROUNDS / f"seed_{seed}" / method / f"round_{k}.json"
+def metrics_path(method: str, seed: int) -> Path:
+    """One result file per (method, seed): every round of an LT chain, or every level of a baseline."""
+    return ROUNDS / f"seed_{seed}" / f"{method}.json"
+
+
+def declared_results(params: Params) -> list[Path]:
+    """The result files the current dvc.yaml and params.yaml produce: what the report reads, nothing else."""
+    methods = [*params.run.scenarios, *params.baselines.methods]
+    return [metrics_path(m, s) for s in params.run.seeds for m in methods]
 
 
 def set_threads(params: Params) -> None:
@@ -114,7 +121,7 @@ def cache(params: Params) -> None:
 def _loader(params: Params, split_name: str, *, train: bool, seed: int = 0):
     from .data.loader import make_loader
 
-    batch = params.train.batch_size if train else params.train.eval_batch_size
+    batch = params.train.batch_size if train else params.evaluate.batch_size
     augment = params.data.augment if train else "none"
     # Per-image augmentation is cheap in a 1-thread worker but slow beside 2 training threads.
     workers = params.train.loader_workers if augment != "none" else 0
@@ -138,72 +145,90 @@ def build(params: Params, seed: int, state: dict | None = None) -> torch.nn.Modu
 
 
 def init(params: Params, scenario: str, seed: int) -> None:
-    """W0 and the all-ones mask as round 0; W0 depends on the seed only, so every scenario shares it."""
+    """Round 0 of a chain: W0 and the all-ones mask. W0 depends on the seed only: every scenario shares it."""
     from .masks import full_mask, save_mask
 
     model = build(params, seed)
     out = round_paths(params, scenario, seed, 0)
-    io.save_torch(out.rewound, model.state_dict())
-    save_mask(full_mask(model, params.prune.include_biases), out.next_mask)
+    state = model.state_dict()
+    io.save_torch(out.weights, state)
+    io.save_torch(out.rewound, state)
+    save_mask(full_mask(model, params.prune.include_biases), out.mask)
 
 
-def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
-    """Train round k from W0 masked by the mask of round k-1 with the scenario's loss."""
+def lt_round(params: Params, scenario: str, seed: int, k: int) -> dict:
+    """One lottery-ticket round (open_lth's level k-1): prune round k-1 and rewind, then train round k.
+
+    Round 1 trains the dense W0. Round k > 1 prunes ``prune.rate`` of the weights that survived round
+    k-1 by the criterion against the rewind point, and rewinds the survivors to it. Nothing is written
+    unless training finishes with finite weights.
+    """
     from .data.loader import class_counts
     from .losses import ClassDependentLoss, resolve_gamma
-    from .masks import load_mask, save_mask
+    from .masks import load_mask, remaining, save_mask
+    from .pruning import masked, prune
     from .train import train_masked
 
     set_threads(params)
+    p, t = params.prune, params.train
+    prev, out = round_paths(params, scenario, seed, k - 1), round_paths(params, scenario, seed, k)
+    start = io.load_torch(prev.rewound)
+    mask = load_mask(prev.mask)
+    if k > 1:
+        mask = prune(io.load_torch(prev.weights), start, mask, p.rate, p.scope, p.criterion)
+        start = {n: masked(v, mask[n]) if n in mask else v for n, v in start.items()}
+    model = build(params, seed, {n: v.clone() for n, v in start.items()})
     sc = params.scenarios[scenario]
-    prev = round_paths(params, scenario, seed, k - 1)
-    out = round_paths(params, scenario, seed, k)
-    mask = load_mask(prev.next_mask)
-    model = build(params, seed, io.load_torch(prev.rewound))
     gamma = resolve_gamma(sc.gamma(k), class_counts(CACHE, "train"))
-    loss = ClassDependentLoss(gamma, sc.lam, params.train.margin)
+    loss = ClassDependentLoss(gamma, sc.lam, t.margin)
     torch.manual_seed(seed * 1000 + k)  # dropout
-    t = params.train
+    snapshot: dict = {}
+    late = p.rewind_iteration if k == 1 and p.rewind_iteration > 0 else None
     losses = train_masked(model, mask, _loader(params, "train", train=True, seed=seed * 1000 + k), loss,
-                          t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip, desc=f"{scenario} round {k}")
-    io.save_torch(out.weights, model.state_dict())
+                          t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip,
+                          desc=f"{scenario} seed {seed} round {k}",
+                          on_step=(lambda step, m: snapshot.update(m.state_dict()) if step == late else None)
+                          if late else None)
+    if late:
+        start = {n: v.clone() for n, v in snapshot.items()}
+    io.save_torch(out.rewound, start)
     save_mask(mask, out.mask)
-    return {"gamma": gamma, "final_loss": losses[-1]}
-
-
-def prune_round(params: Params, scenario: str, seed: int, k: int) -> float:
-    """Prune p of the remaining weights of round k and rewind the survivors to W0."""
-    from .masks import load_mask, remaining, save_mask
-    from .pruning import prune, rewind
-
-    p = params.prune
-    cur = round_paths(params, scenario, seed, k)
-    w0 = io.load_torch(round_paths(params, scenario, seed, 0).rewound)
-    new_mask = prune(io.load_torch(cur.weights), w0, load_mask(cur.mask), p.rate, p.scope, p.criterion)
-    io.save_torch(cur.rewound, rewind(w0, new_mask))
-    save_mask(new_mask, cur.next_mask)
-    return remaining(new_mask)
+    io.save_torch(out.weights, model.state_dict())
+    return {"gamma": gamma, "final_loss": losses[-1], "remaining": remaining(mask)}
 
 
 def evaluate_model(params: Params, model: torch.nn.Module, mask: dict) -> dict:
-    """Metrics on val and test separately (never pooled), plus the sparsity of ``mask``."""
+    """Metrics on val and test separately (never pooled), plus the sparsity of ``mask``.
+
+    Besides the argmax decision (the paper's), an operating point: the threshold on the positive-class
+    log-odds chosen on val (``evaluate.target_fnr``), then applied unchanged to test.
+    """
     from .masks import remaining
-    from .metrics import evaluate
+    from .metrics import binary_metrics, operating_threshold, predict
 
     n_nonzero = sum(int((p != 0).sum()) for p in model.parameters())
     out = {"remaining": remaining(mask), "nonzero": n_nonzero}
-    for split_name in ("val", "test"):
-        out[split_name] = evaluate(model, _loader(params, split_name, train=False), desc=split_name)
+    preds = {s: predict(model, _loader(params, s, train=False), desc=s) for s in ("val", "test")}
+    threshold = operating_threshold(*preds["val"][:2], params.evaluate.target_fnr)
+    out["threshold"] = threshold
+    for split_name, (labels, scores, argmax) in preds.items():
+        out[split_name] = binary_metrics(labels, scores, argmax)
+        at_op = (scores >= threshold).astype(int) if threshold is not None else argmax
+        out[split_name]["op"] = binary_metrics(labels, scores, at_op)
     return out
 
 
-def evaluate_round(params: Params, scenario: str, seed: int, k: int) -> dict:
+def evaluate_chain(params: Params, scenario: str, seed: int) -> dict:
+    """Every round of one scenario x seed chain in one process: metrics code changes never retrain."""
     from .masks import load_mask
 
     set_threads(params)
-    cur = round_paths(params, scenario, seed, k)
-    model = build(params, seed, io.load_torch(cur.weights))
-    result = {"method": scenario, "kind": "scenario", "seed": seed, "round": k,
-              **evaluate_model(params, model, load_mask(cur.mask))}
-    io.write_json(metrics_path(scenario, seed, k), result)
-    return result
+    rounds = []
+    for r in params.prune.rounds:
+        cur = round_paths(params, scenario, seed, r.k)
+        model = build(params, seed, io.load_torch(cur.weights))
+        rounds.append({"round": r.k, **evaluate_model(params, model, load_mask(cur.mask))})
+    result = {"method": scenario, "kind": "scenario", "seed": seed, "rounds": rounds}
+    io.write_json(metrics_path(scenario, seed), result)
+    return {"method": scenario, "seed": seed,
+            "test_auc": [r["test"]["auc"] for r in rounds], "test_fnr": [r["test"]["fnr"] for r in rounds]}

@@ -11,7 +11,7 @@ from collections.abc import Callable, Mapping
 import numpy as np
 import torch
 
-from .masks import Mask
+from .masks import Mask, masked
 
 Scores = dict[str, torch.Tensor]
 Criterion = Callable[..., Scores]
@@ -113,4 +113,4 @@ def prune(trained: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tenso
 
 def rewind(initial: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """W0 with pruned entries set to 0: the start of the next round."""
-    return {n: t * mask[n] if n in mask else t.clone() for n, t in initial.items()}
+    return {n: masked(t, mask[n]) if n in mask else t.clone() for n, t in initial.items()}

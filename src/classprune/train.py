@@ -1,55 +1,94 @@
 """Masked SGD training: pruned weights stay exactly zero through every step.
 
 The gradient of a pruned weight is zeroed before the step and the weight is re-masked after it, so
-neither momentum nor weight decay can resurrect it.
+neither momentum nor weight decay can resurrect it. Both are fills, not multiplies, so a NaN or inf that
+a diverging step leaves at a pruned position becomes 0.0 as well.
 """
 from __future__ import annotations
 
 import itertools
 import sys
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .masks import apply_mask
+from .errors import ClassPruneError
+from .masks import keep_bits, zero_pruned
+
+ADVICE = "lower train.lr or set train.grad_clip (e.g. 1.0)"
 
 
-def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, mask: Mapping[str, torch.Tensor],
+class TrainingDiverged(ClassPruneError):
+    """Training left a non-finite loss or weight; nothing of the round is written."""
+
+
+def first_nonfinite(model: nn.Module) -> str | None:
+    """Name of the first parameter holding NaN or inf, or None.
+
+    One fused norm per tensor and a single host sync: a NaN or inf anywhere makes that tensor's norm
+    non-finite, so this is exact and costs one read of the weights.
+    """
+    names, tensors = zip(*model.named_parameters())
+    norms = torch.stack(torch._foreach_norm(list(tensors)))
+    bad = ~torch.isfinite(norms)
+    if not bool(bad.any()):
+        return None
+    return names[int(bad.nonzero()[0, 0])]
+
+
+def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, bits: Mapping[str, torch.Tensor],
                 grad_clip: float = 0.0) -> None:
-    """Mask gradients, clip their norm (the ranking loss can spike), step, re-mask weights."""
+    """Zero pruned gradients, clip their norm (the ranking loss can spike), step, zero pruned weights.
+
+    ``bits`` is ``masks.keep_bits(mask, params)``, made once per round.
+    """
     params = dict(model.named_parameters())
-    for name, m in mask.items():
-        if params[name].grad is not None:
-            params[name].grad.mul_(m)
+    zero_pruned({n: p.grad for n, p in params.items()}, bits)
     if grad_clip > 0:
         torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
     optimizer.step()
-    apply_mask(model, mask)
+    zero_pruned(params, bits)
 
 
 def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Iterable, loss_fn: nn.Module,
                  iterations: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
-                 grad_clip: float = 0.0, desc: str = "train") -> list[float]:
-    """Train ``iterations`` SGD steps, cycling through ``loader``; returns the loss of every step."""
+                 grad_clip: float = 0.0, desc: str = "train", check_every: int = 10,
+                 on_step: Callable[[int, nn.Module], None] | None = None) -> list[float]:
+    """Train ``iterations`` SGD steps, cycling through ``loader``; returns the loss of every step.
+
+    Raises TrainingDiverged (one line: where, which tensor, what to change) as soon as the loss or a
+    weight is non-finite. ``on_step(step, model)`` runs after every step (1-based; late rewinding takes
+    its snapshot there). The loss is checked every step; the weights every ``check_every`` steps and
+    after the last one (a check is one fused norm per tensor, about 1.5 % of a batch-16 step at 64 px on
+    one thread, so checking every step would cost more than the 1 % we allow it).
+    """
     params = dict(model.named_parameters())
-    # float masks: multiplying by a bool mask converts it on every call (5x slower per step)
-    mask = {n: m.to(device=params[n].device, dtype=params[n].dtype) for n, m in mask.items()}
-    apply_mask(model, mask)
+    bits = keep_bits(mask, params)
+    zero_pruned(params, bits)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
     model.train()
     losses: list[float] = []
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
     bar = tqdm(range(iterations), desc=desc, disable=not sys.stderr.isatty(), leave=False)
-    for _, (x, y) in zip(bar, batches):
+    for step, (x, y) in zip(bar, batches):
         optimizer.zero_grad(set_to_none=True)
         loss, _parts = loss_fn(model(x), y)
-        if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss.detach())} at step {len(losses)}; "
-                                     "lower train.lr or set train.grad_clip")
+        value = float(loss.detach())
+        if not torch.isfinite(loss.detach()):
+            bad = first_nonfinite(model)
+            where = f"weight tensor {bad} is non-finite" if bad else f"the loss became {value}"
+            raise TrainingDiverged(f"{desc}: training diverged at step {step + 1} of {iterations} ({where}); {ADVICE}")
         loss.backward()
-        masked_step(model, optimizer, mask, grad_clip)
-        losses.append(float(loss.detach()))
-        bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+        masked_step(model, optimizer, bits, grad_clip)
+        losses.append(value)
+        if (step + 1) % check_every == 0 or step + 1 == iterations:
+            bad = first_nonfinite(model)
+            if bad:
+                raise TrainingDiverged(f"{desc}: training diverged at step {step + 1} of {iterations} "
+                                       f"(weight tensor {bad} holds NaN or inf); {ADVICE}")
+        if on_step is not None:
+            on_step(step + 1, model)
+        bar.set_postfix(loss=f"{value:.3f}", refresh=False)
     return losses

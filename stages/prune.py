@@ -1,5 +1,0 @@
-"""DVC stage `prune`: see classprune.pipeline / classprune.cli."""
-from classprune.cli import run_stage
-
-if __name__ == "__main__":
-    run_stage("prune")
