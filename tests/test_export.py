@@ -281,12 +281,26 @@ def test_threshold_outside_0_1_is_refused(tmp_path):
     assert not (tmp_path / "out").exists()
 
 
-@pytest.mark.parametrize("name", ["red", "blue", "black", "green"])
-def test_artifacts_resolve_to_the_export_dirs(project, name):
-    import dvc.api
+def test_artifacts_are_model_entries_for_every_scenario(project):
+    from dvc.repo import Repo
 
     proj, _ = project
-    art = dvc.api.artifacts_show(name, repo=str(proj))
-    assert Path(art["path"]) == Path("models/export") / name
-    if name == "black":  # the one the selection exported: the resolved path holds a loadable model
-        ex.load_sparse(proj / art["path"] / "sparse_fp32.pt")
+    with Repo(str(proj)) as repo:
+        arts = {name: a for by_file in repo.artifacts.read().values() for name, a in by_file.items()}
+        assert {n: (a.type, a.path) for n, a in arts.items()} == {
+            s: ("model", f"models/export/{s}") for s in ("red", "blue", "black", "green")}
+        assert all(repo.artifacts.get_path(s) == f"models/export/{s}" for s in arts)
+
+
+def test_a_registered_artifact_version_resolves_to_a_loadable_model(project):
+    """The model-registry flow: register a version (a GTO git tag), then resolve it with dvc.api."""
+    import dvc.api
+    import gto.api
+
+    proj, _ = project
+    gto.api.register(proj, "black", ref="HEAD", version="v1.0.0", author="test", author_email="test@example.com")
+    art = dvc.api.artifacts_show("black", repo=str(proj))
+    assert Path(art["path"]) == Path("models/export/black")
+    assert art["rev"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True,
+                                        text=True).stdout.strip()
+    ex.load_sparse(proj / art["path"] / "sparse_fp32.pt")
