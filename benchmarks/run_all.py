@@ -1,6 +1,6 @@
 """Run every benchmark, write reports/bench.json (atomically) and print a markdown table for the README.
 
-    python benchmarks/run_all.py                       # prune, masked step, data loading (a few minutes)
+    python benchmarks/run_all.py                       # prune, masked step, data loading, export (a few minutes)
     python benchmarks/run_all.py --pipeline            # + Prefect DAG vs serial dvc repro, no-op repro (tiny)
     python benchmarks/run_all.py --pipeline --profile default --workers 2
     python benchmarks/run_all.py --quick               # fewer repetitions, for a smoke test
@@ -18,6 +18,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_export  # noqa: E402
 import bench_loader  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_prune  # noqa: E402
@@ -26,7 +27,7 @@ from _common import ROOT, machine, machine_line, markdown_table, set_threads  # 
 
 from classprune.io import write_json  # noqa: E402
 
-BENCHMARKS = ("prune", "step", "loader")
+BENCHMARKS = ("prune", "step", "loader", "export")
 
 
 def main(argv=None) -> int:
@@ -51,6 +52,8 @@ def main(argv=None) -> int:
     if "loader" in a.only:
         results.append(bench_loader.run(reps=3 if a.quick else 5, train_reps=2 if a.quick else 3,
                                         train_batches=2 if a.quick else 3))
+    if "export" in a.only:
+        results.append(bench_export.run(reps=10 if a.quick else 50))
     if a.pipeline:
         results.append(bench_pipeline.run(a.profile, a.workers))
     rows = [r for res in results for r in res["rows"]]

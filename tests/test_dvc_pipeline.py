@@ -46,35 +46,40 @@ def test_repro_writes_the_artifact_contract(project):
     proj, out = project
     params = yaml.safe_load((proj / "params.yaml").read_text())
     scenarios, rounds, rate = params["run"]["scenarios"], len(params["prune"]["rounds"]), params["prune"]["rate"]
-    w0s = [load(proj / "models" / sc / "round_0" / "rewound.pt") for sc in scenarios]
+    seed = params["run"]["seeds"][0]
+    w0s = [load(proj / "models" / sc / f"seed_{seed}" / "round_0" / "weights.pt") for sc in scenarios]
     assert all(torch.equal(w0s[0][n], w[n]) for w in w0s for n in w0s[0]), "scenarios must share W0"
     w0 = w0s[0]
     for sc in scenarios:
+        prev_mask = None
         for k in range(1, rounds + 1):
-            d = proj / "models" / sc / f"round_{k}"
+            d = proj / "models" / sc / f"seed_{seed}" / f"round_{k}"
             weights, mask, rewound = load(d / "weights.pt"), load(d / "mask.pt"), load(d / "rewound.pt")
-            next_mask = load(d / "next_mask.pt")
             for n, m in mask.items():
                 assert m.dtype == torch.bool
                 assert abs(int(m.sum()) - m.numel() * (1 - rate) ** (k - 1)) <= 1, (sc, k, n)
                 assert torch.all(weights[n][~m] == 0), f"pruned weights trained in {sc} round {k} {n}"
-                assert not torch.any(next_mask[n] & ~m), "masks only shrink"
-                assert torch.equal(rewound[n][next_mask[n]], w0[n][next_mask[n]]), "survivors rewind to W0"
-                assert torch.all(rewound[n][~next_mask[n]] == 0)
+                if prev_mask is not None:
+                    assert not torch.any(m & ~prev_mask[n]), "masks only shrink"
+                assert torch.equal(rewound[n][m], w0[n][m]), "round k starts from the survivors of W0"
+                assert torch.all(rewound[n][~m] == 0)
+            prev_mask = mask
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
-    assert set(scenarios) <= set(metrics)
+    assert set(metrics) == set(scenarios) | set(params["baselines"]["methods"])
     for sc in scenarios:
         assert sorted(metrics[sc]) == [f"round_{k}" for k in range(1, rounds + 1)]
         for k in range(1, rounds + 1):
             entry = metrics[sc][f"round_{k}"]
-            assert {"auc", "accuracy", "fnr", "fpr", "remaining"} <= set(entry)
+            assert {"auc", "accuracy", "fnr", "fpr", "remaining", "op_fnr", "op_fpr", "n_constant"} <= set(entry)
             assert entry["remaining"] == pytest.approx((1 - rate) ** (k - 1), abs=1e-4)
     for split in ("test", "val"):
         assert (proj / "reports" / "figures" / f"{split}.png").stat().st_size > 10_000
         for sc in scenarios:
             assert len((proj / "reports" / "curves" / split / f"{sc}.csv").read_text().splitlines()) == rounds + 1
     summary = (proj / "reports" / "summary.md").read_text()
-    assert "FN budget" in summary and all(sc in summary for sc in scenarios)
+    assert "FN budget" in summary and "Collapses" in summary and all(sc in summary for sc in scenarios)
+    selection = json.loads((proj / "reports" / "selection.json").read_text())
+    assert set(selection) == set(scenarios)
     assert (proj / "dvc.lock").is_file()
 
 
@@ -96,9 +101,106 @@ def test_changing_one_scenario_reruns_only_its_stages_and_metrics_diff_shows_it(
     out = run(proj, "dvc", "repro")
     stages = ran_stages(out)
     assert stages, out
-    assert all("black" in s or s == "report" for s in stages), stages
-    assert any(s.startswith("train@black") for s in stages) and "report" in stages
+    assert all("black" in s or s in ("report", "export") for s in stages), stages
+    assert any(s.startswith("lt@black") for s in stages) and "report" in stages
+    assert not any(s.startswith("init@") for s in stages), "lambda does not change W0"
     diff = json.loads(run(proj, "dvc", "metrics", "diff", "--json"))
     changed_keys = [k for f in diff.values() for k in f]
     assert any(k.startswith("black.") for k in changed_keys), diff
     assert not any(k.startswith("red.") for k in changed_keys), diff
+
+
+def _stale(proj: Path) -> set[str]:
+    """Stages whose own dependencies changed (`dvc status`), without running anything."""
+    return set(json.loads(run(proj, "dvc", "status", "--json")))
+
+
+def _with_params(proj: Path, edit) -> set[str]:
+    path = proj / "params.yaml"
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    edit(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        return _stale(proj)
+    finally:
+        path.write_text(original)
+
+
+def test_dependency_hygiene_dropout_retrains_and_eval_batch_size_does_not(project):
+    proj, _ = project
+    assert _stale(proj) == set()
+    stale = _with_params(proj, lambda p: p["model"].__setitem__("dropout", 0.3))
+    assert {s for s in stale if s.startswith("lt@")}, stale        # the round stages read model.dropout
+    stale = _with_params(proj, lambda p: p["evaluate"].__setitem__("batch_size", 7))
+    assert stale and not any(s.startswith(("lt@", "init@")) for s in stale), stale
+    assert any(s.startswith("evaluate@") for s in stale), stale
+    stale = _with_params(proj, lambda p: p["train"].__setitem__("cpu_isa", "native"))
+    assert any(s.startswith("lt@") for s in stale) and any(s.startswith("evaluate@") for s in stale), stale
+
+
+def test_a_dataset_outside_the_repo_is_a_dependency(project, tmp_path):
+    from classprune.data.synthetic import generate
+
+    proj, _ = project
+    outside = tmp_path / "CRACK"
+    generate(outside, n_positive=2, n_negative=3, image_size=32, seed=1)
+
+    def point_at_outside(p):
+        p["data"] |= {"source": "crack", "root": str(outside)}
+
+    run(proj, "dvc", "stage", "list")  # dvc.yaml still parses with an absolute root
+    before = _with_params(proj, point_at_outside)
+    assert "prepare" in before
+    # record the folder's state as DVC would, then change one image: prepare is stale again
+    path = proj / "params.yaml"
+    original = path.read_text()
+    data = yaml.safe_load(original)
+    point_at_outside(data)
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    try:
+        run(proj, "dvc", "commit", "-f", "prepare")
+        assert "prepare" not in _stale(proj)
+        next((outside / "Negative").iterdir()).write_bytes(next((outside / "Positive").iterdir()).read_bytes())
+        assert "prepare" in _stale(proj)
+    finally:
+        path.write_text(original)
+        run(proj, "dvc", "commit", "-f", "prepare")
+
+
+def test_pinned_isa_gives_the_same_bytes_natively_and_under_the_avx2_restriction(project, tmp_path):
+    from _project import clone_workspace
+
+    proj, _ = project
+    restricted = {"ONEDNN_MAX_CPU_ISA": "AVX2", "ATEN_CPU_CAPABILITY": "avx2"}
+    args = ("--scenario", "red", "--seed", "0", "--round", "2")
+    out = {}
+    for name, env in (("native", {}), ("restricted", restricted)):
+        work = clone_workspace(proj, tmp_path / name)
+        assert yaml.safe_load((work / "params.yaml").read_text())["train"]["cpu_isa"] == "avx2"
+        for key in restricted:
+            os.environ.pop(key, None)
+        proc = subprocess.run([sys.executable, "stages/lt.py", *args], cwd=work, capture_output=True, text=True,
+                              env={**{k: v for k, v in os.environ.items() if k not in restricted}, **env,
+                                   "CLASSPRUNE_THREADS": "2"})
+        assert proc.returncode == 0, proc.stderr[-2000:]
+        out[name] = (work / "models" / "red" / "seed_0" / "round_2" / "weights.pt").read_bytes()
+    assert out["native"] == out["restricted"]
+
+
+def test_report_lists_only_the_current_scenarios_rounds_and_methods(project):
+    proj, _ = project
+    path = proj / "params.yaml"
+    data = yaml.safe_load(path.read_text())
+    data["run"]["scenarios"] = ["black"]
+    data["prune"]["rounds"] = data["prune"]["rounds"][:2]
+    data["baselines"]["methods"] = ["snip"]
+    data["baselines"]["source_scenario"] = "black"
+    path.write_text(yaml.safe_dump(data, sort_keys=False))
+    run(proj, "dvc", "repro")
+    metrics = json.loads((proj / "reports" / "metrics.json").read_text())
+    assert set(metrics) == {"black", "snip"}, "stale result files of another configuration must not be shown"
+    assert all(sorted(v) == ["round_1", "round_2"] for v in metrics.values()), metrics
+    summary = (proj / "reports" / "summary.md").read_text()
+    assert "| red |" not in summary and "lobs" not in summary and "| 25.00 |" not in summary
+    assert (proj / "reports" / "rounds" / "seed_0" / "red.json").exists(), "the stale file stays, unread"

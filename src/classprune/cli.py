@@ -14,7 +14,8 @@ from collections.abc import Callable, Sequence
 from .errors import ClassPruneError
 
 # name -> pipeline function; arguments beyond ``params`` become required CLI options.
-STEPS = ("prepare", "split", "cache", "init", "lt", "evaluate", "report", "baseline")
+STEPS = ("prepare", "split", "cache", "init", "lt", "evaluate", "report", "baseline", "export")
+COMMANDS = (*STEPS, "predict")
 _FUNCS = {"lt": "lt_round", "evaluate": "evaluate_chain", "report": "report"}
 
 
@@ -24,6 +25,13 @@ def _resolve(step: str) -> Callable:
     if step == "baseline":  # --- baselines (issue 6) ---
         from .baselines import run_baseline
         return run_baseline
+    if step == "export":
+        from .export import export_selection
+
+        def export(params) -> dict:
+            """Export each scenario's selected model (reports/selection.json) to models/export/<scenario>/."""
+            return export_selection(params)
+        return export
     if step == "report":
         from .config import Params
         from .report import write_reports
@@ -89,10 +97,37 @@ def run_stage(step: str) -> None:
     sys.exit(run_step(step, sys.argv[1:]))
 
 
+def run_predict(argv: Sequence[str] | None = None) -> int:
+    """``classprune predict``: score images with an exported model; one line per image."""
+    p = argparse.ArgumentParser(prog="classprune predict",
+                                description="Score images with an exported model (models/export/<scenario>).")
+    p.add_argument("--model", required=True, help="export dir holding deploy.json and sparse_fp32.pt")
+    p.add_argument("--images", required=True, help="a folder of images (or one image file)")
+    a = p.parse_args(argv)
+    from .export import predict, read_deploy
+
+    try:
+        info = read_deploy(a.model)
+        results = predict(a.model, a.images)
+    except (ClassPruneError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    positive = info.get("positive_class", "positive")
+    for path, score, hit in results:
+        print(f"{path}\t{score:.6f}\t{positive if hit else 'negative'}")
+    return 0
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in STEPS:
-        print(f"usage: classprune {{{','.join(STEPS)}}} [--params PARAMS] [options]", file=sys.stderr)
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        print(f"usage: classprune {{{','.join(COMMANDS)}}} [--params PARAMS] [options]", file=sys.stderr)
         sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
+    if argv[0] == "predict":
+        sys.exit(run_predict(argv[1:]))
     _pin_isa(argv[1:])
     sys.exit(run_step(argv[0], argv[1:]))
+
+
+if __name__ == "__main__":
+    main()

@@ -145,10 +145,13 @@ def selection(params: Params, df: pd.DataFrame, budget: dict[str, dict | None]) 
             continue
         rp = round_paths(params, method, seed, b["round"])
         row = df[(df["method"] == method) & (df["seed"] == seed) & (df["round"] == b["round"]) & (df["split"] == "val")]
-        thr = row["threshold"].iloc[0] if len(row) else None
+        logodds = row["threshold"].iloc[0] if len(row) else None
+        logodds = None if logodds is None or pd.isna(logodds) else float(logodds)
+        # the export applies it to softmax(logits)[:, 1] = sigmoid(log-odds); without val positives: argmax
+        prob = 0.5 if logodds is None else 1.0 / (1.0 + math.exp(-max(min(logodds, 700.0), -700.0)))
         out[method] = {"seed": seed, "round": b["round"], "remaining": b["remaining"], "weights": str(rp.weights),
-                       "mask": str(rp.mask), "threshold": None if thr is None or pd.isna(thr) else float(thr),
-                       "threshold_on": "positive-class log-odds (logit_1 - logit_0)"}
+                       "mask": str(rp.mask), "threshold": prob, "threshold_logodds": logodds,
+                       "threshold_rule": f"val FNR <= {params.evaluate.target_fnr}" if logodds is not None else "argmax"}
     return out
 
 
