@@ -111,23 +111,23 @@ def test_failing_stage_fails_flow_and_spares_sibling(runs, tmp_path):
     repo = clone_workspace(runs["parallel"], tmp_path / "repo")
     dvc_yaml = repo / "dvc.yaml"
     text = dvc_yaml.read_text()
-    train_cmd = "cmd: python stages/train.py --scenario ${item.scenario}"
-    assert train_cmd in text
-    # a changed cmd makes every train stage stale, so red's chain really re-runs
-    dvc_yaml.write_text(text.replace(train_cmd, "cmd: test ${item.scenario} != black && "
-                                                 "python stages/train.py --scenario ${item.scenario}"))
+    lt_cmd = "cmd: python stages/lt.py --scenario ${item.scenario}"
+    assert lt_cmd in text
+    # a changed cmd makes every round stage stale, so red's chain really re-runs
+    dvc_yaml.write_text(text.replace(lt_cmd, "cmd: test ${item.scenario} != black && "
+                                             "python stages/lt.py --scenario ${item.scenario}"))
     state = run_flow(repo, workers=2)
     assert state.is_failed()
-    assert "train@black-seed0-round0" in state.message and "train@red" not in state.message
-    trs = task_runs(state)
-    assert trs["train black s0 r1"].state.is_failed()
-    assert "train@black-seed0-round0" in trs["train black s0 r1"].state.message
-    for label in ("prune black s0 r1", "train black s0 r2", "evaluate black s0 r3", "report"):
-        assert trs[label].state.name == "NotReady", (label, trs[label].state)
-    red = ["train@red-seed0-round2", "prune@red-seed0-round2", "evaluate@red-seed0-round2"]
-    assert all(trs[f"{s} red s0 r{k}"].state.is_completed() for s in ("train", "evaluate") for k in (1, 2, 3))
+    assert "lt@black-0-level0" in state.message and "lt@red" not in state.message
+    trs = task_runs(state)  # task names are the stage names
+    assert trs["lt@black-0-level0"].state.is_failed()
+    assert "lt@black-0-level0" in trs["lt@black-0-level0"].state.message
+    for name in ("lt@black-0-level1", "evaluate@black-0", "report"):
+        assert trs[name].state.name == "NotReady", (name, trs[name].state)
+    red = ["lt@red-0-level2", "evaluate@red-0"]
+    assert all(trs[n].state.is_completed() for n in (*red, "lt@red-0-level0", "lt@red-0-level1"))
     assert status(repo, *red) == {}
-    assert (repo / "models/red/round_3/weights.pt").is_file()
+    assert (repo / "models/red/seed_0/round_3/weights.pt").is_file()
 
 
 def test_dask_runner_on_local_cluster(runs, tmp_path):
