@@ -7,7 +7,10 @@ import pandas as pd
 import pytest
 from scipy import stats
 
+import yaml
+
 from classprune.config import load_params
+from classprune.profiles import merged_params
 from classprune.report import aggregate, fn_budget, load_rounds, write_reports
 
 
@@ -54,7 +57,10 @@ def test_seeds_are_averaged_with_a_t_interval(tmp_path):
 
 
 def test_write_reports_writes_metrics_curves_figures_and_summary(tmp_path):
-    params = load_params(Path(__file__).parents[1] / "profiles" / "tiny.yaml")
+    root = Path(__file__).parents[1]
+    params_file = tmp_path / "params.yaml"
+    params_file.write_text(yaml.safe_dump(merged_params("tiny", root / "params.yaml", root / "profiles")))
+    params = load_params(params_file)
     rounds = tmp_path / "rounds"
     _write(rounds, [_round("black", 0, k, f) for k, f in ((1, 0.1), (2, 0.4), (3, 0.1))])
     write_reports(params, rounds, tmp_path / "out")
