@@ -1,5 +1,6 @@
 # Two set-up commands work on a fresh machine: `make repro` and `make test`. Each creates .venv and
-# installs what it needs (idempotent: reinstalls only when pyproject.toml or constraints.txt change).
+# installs what it needs (idempotent: reinstalls only when pyproject.toml or constraints.txt change): the
+# test and dask extras too, so that the Dask runner's test runs (`pip install -e .` alone leaves Dask out).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dask]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -133,6 +133,7 @@ def test_failing_stage_fails_flow_and_spares_sibling(runs, tmp_path):
 
 def test_dask_runner_on_local_cluster(runs, tmp_path):
     """The Dask runner (2-worker LocalCluster) brings the tiny profile up to date after a change to red's loss."""
+    pytest.importorskip("prefect_dask", reason="the [dask] extra is not installed (make test installs it)")
     repo = clone_workspace(runs["serial"], tmp_path / "repo")
     set_params(repo / "params.yaml", {"scenarios.red.gamma_first": 2})
     state = run_flow(repo, workers=2, task_runner="dask")
