@@ -45,9 +45,10 @@ ui: $(STAMP)
 	@echo "Prefect UI: http://127.0.0.1:4200  (in another shell: export PREFECT_API_URL=http://127.0.0.1:4200/api)"
 	source $(BIN)/activate && prefect server start --host 127.0.0.1 --port 4200
 
-## Debian's headless Chromium for the opt-in browser test (CLASSPRUNE_BROWSER_TESTS=1 make test).
+## Debian's headless Chromium for the opt-in browser test (CLASSPRUNE_BROWSER_TESTS=1 make test); .ci/run
+## installs it the same way and enables the test.
 browser-deps:
-	apt-get update && apt-get install -y chromium
+	test -x /usr/bin/chromium || { apt-cache show chromium >/dev/null 2>&1 || apt-get update; apt-get install -y chromium; }
 
 ## Benchmarks against the reference ways (prune loop, dense step, file loaders): reports/bench.json + a table.
 ## Includes the Prefect DAG vs serial `dvc repro` on the default profile and the no-op repro (about 35 min);
