@@ -1,5 +1,6 @@
 # Two set-up commands work on a fresh machine: `make repro` and `make test`. Each creates .venv and
-# installs what it needs (idempotent: reinstalls only when pyproject.toml or constraints.txt change).
+# installs what it needs (idempotent: reinstalls only when pyproject.toml or constraints.txt change): the
+# test and dask extras too, so that the Dask runner's test runs (`pip install -e .` alone leaves Dask out).
 SHELL := /bin/bash
 PY ?= python3
 VENV := .venv
@@ -15,7 +16,7 @@ PYTEST_ARGS ?=
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test]'
+	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dask]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,9 +45,10 @@ ui: $(STAMP)
 	@echo "Prefect UI: http://127.0.0.1:4200  (in another shell: export PREFECT_API_URL=http://127.0.0.1:4200/api)"
 	source $(BIN)/activate && prefect server start --host 127.0.0.1 --port 4200
 
-## Debian's headless Chromium for the opt-in browser test (CLASSPRUNE_BROWSER_TESTS=1 make test).
+## Debian's headless Chromium for the opt-in browser test (CLASSPRUNE_BROWSER_TESTS=1 make test); .ci/run
+## installs it the same way and enables the test.
 browser-deps:
-	apt-get update && apt-get install -y chromium
+	test -x /usr/bin/chromium || { apt-cache show chromium >/dev/null 2>&1 || apt-get update; apt-get install -y chromium; }
 
 ## Benchmarks against the reference ways (prune loop, dense step, file loaders): reports/bench.json + a table.
 ## Includes the Prefect DAG vs serial `dvc repro` on the default profile and the no-op repro (about 35 min);

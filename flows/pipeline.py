@@ -29,6 +29,7 @@ import argparse
 import os
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -43,25 +44,48 @@ class StageFailed(RuntimeError):
     """A DVC stage exited non-zero; the message names the stage and its last error line."""
 
 
+class DaskMissing(RuntimeError):
+    """--dask without the optional [dask] extra installed; the message says what to install."""
+
+
 @task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False)
 def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str) -> str:
-    """``dvc --wait-for-lock repro --single-item STAGE`` in ``repo_dir``; raises StageFailed on failure."""
+    """``dvc --wait-for-lock repro --single-item STAGE`` in ``repo_dir``; raises StageFailed on failure.
+
+    The stage's stdout and stderr go to the task's log line by line while it runs (Prefect UI, task run
+    page), so a long training round shows its progress instead of a silent task.
+    """
     log = get_run_logger()
-    env = {**os.environ, "CLASSPRUNE_THREADS": str(threads),
+    env = {**os.environ, "CLASSPRUNE_THREADS": str(threads), "PYTHONUNBUFFERED": "1",   # lines as they come
            # stage commands say `python`: the flow's interpreter, even when the venv is not activated
            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", stage]
-    proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True)
-    for line in proc.stdout.strip().splitlines()[-20:]:
-        log.info(line)
-    if proc.returncode:
-        err = [ln.strip() for ln in proc.stderr.splitlines() if ln.strip()]
-        for line in err[-20:]:
-            log.error(line)
+    err: list[str] = []
+    with subprocess.Popen(cmd, cwd=repo_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                          text=True, bufsize=1) as proc:
+        # stderr on a thread, stdout here: neither pipe can fill up and block the stage
+        reader = threading.Thread(target=_pump, args=(proc.stderr, log, err), daemon=True)
+        reader.start()
+        _pump(proc.stdout, log, None)
+        reader.join()
+        rc = proc.wait()
+    if rc:
         # the stage's own last error line says why; DVC's closing "ERROR: failed to reproduce" only says that
         cause = [ln for ln in err if not ln.startswith(("ERROR: failed to reproduce", "WARNING:"))] or err or ["-"]
-        raise StageFailed(f"stage {stage} failed (dvc exit {proc.returncode}): {cause[-1]}")
+        log.error(f"stage {stage} exited {rc}: {cause[-1]}")
+        raise StageFailed(f"stage {stage} failed (dvc exit {rc}): {cause[-1]}")
     return stage
+
+
+def _pump(stream, log, keep: list[str] | None) -> None:
+    """Log each line of ``stream`` as it arrives; stderr lines are also kept for the failure message."""
+    for line in stream:
+        line = line.rstrip()
+        if not line.strip():
+            continue
+        log.info(line)
+        if keep is not None:
+            keep.append(line.strip())
 
 
 def stage_threads(repo_dir: str, workers: int) -> int:
@@ -83,7 +107,11 @@ def _task_runner(kind: str, workers: int, dask_address: str | None):
 
         return ThreadPoolTaskRunner(max_workers=workers)
     if kind == "dask":
-        from prefect_dask import DaskTaskRunner
+        try:
+            from prefect_dask import DaskTaskRunner
+        except ImportError as exc:
+            raise DaskMissing("the Dask task runner needs the [dask] extra: pip install -e '.[dask]' "
+                              f"(in the project's environment; {exc.name or 'prefect_dask'} is missing)") from None
 
         if dask_address:
             return DaskTaskRunner(address=dask_address)
@@ -131,20 +159,43 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
     return Completed(message=f"{len(states)} stage(s) run")
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(prog="python -m flows.pipeline", description=dvc_pipeline.__doc__.split("\n")[0])
-    p.add_argument("--workers", type=int, default=2)
-    p.add_argument("--targets", nargs="*", help="stages, stage groups or scenarios (default: the whole DAG)")
-    p.add_argument("--retries", type=int, default=0)
+def add_runner_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+    """The options flows.pipeline and flows.fanout share: workers, retries, threads, Dask, repository."""
+    p.add_argument("--workers", type=positive, default=2, help="stages run at once (default: 2)")
+    p.add_argument("--retries", type=int, default=0, help="retries of a failed stage (default: 0)")
     p.add_argument("--threads", type=int,
                    help="torch threads per stage (default: train.threads, at most cpu_count // workers)")
     p.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
-                   help="run on Dask: a scheduler address, or no value for a local cluster of --workers processes")
+                   help="run on Dask (needs the [dask] extra): a scheduler address, or no value for a local "
+                        "cluster of --workers processes")
     p.add_argument("--repo", default=".", help="DVC repository (default: .)")
-    a = p.parse_args(argv)
+    return p
+
+
+def positive(value: str) -> int:
+    n = int(value)
+    if n < 1:
+        raise argparse.ArgumentTypeError(f"must be at least 1, not {n}")
+    return n
+
+
+def main(argv: list[str] | None = None) -> int:
+    p = argparse.ArgumentParser(prog="python -m flows.pipeline", description=dvc_pipeline.__doc__.split("\n")[0])
+    p.add_argument("--targets", nargs="*", help="stages, stage groups or scenarios (default: the whole DAG)")
+    a = add_runner_args(p).parse_args(argv)
+    check_dask(p, a.dask)
     state = dvc_pipeline(workers=a.workers, targets=a.targets or None, retries=a.retries,
                          threads_per_worker=a.threads, repo_dir=a.repo, return_state=True, **runner_args(a.dask))
     return exit_status(state)
+
+
+def check_dask(p: argparse.ArgumentParser, dask: str | None) -> None:
+    """--dask without the extra: one line naming the install command, before any flow starts."""
+    if dask:
+        import importlib.util
+
+        if importlib.util.find_spec("prefect_dask") is None or importlib.util.find_spec("distributed") is None:
+            p.exit(2, f"{p.prog}: error: --dask needs the [dask] extra: pip install -e '.[dask]'\n")
 
 
 def runner_args(dask: str | None) -> dict:

@@ -28,9 +28,25 @@ def _ignore(directory: str, names: list[str]) -> set[str]:
     return skip & set(names)
 
 
+def profile_params(name: str = "tiny") -> dict:
+    """The repository's params.yaml with profiles/<name>.yaml (an overlay of the keys that differ) applied."""
+    from classprune.profiles import merged_params
+
+    return merged_params(name, ROOT / "params.yaml", ROOT / "profiles")
+
+
+def write_profile(dest: Path, name: str = "tiny") -> Path:
+    """params.yaml with a profile applied, written to ``dest`` (a params file)."""
+    import yaml
+
+    dest.write_text(yaml.safe_dump(profile_params(name), sort_keys=False))
+    return dest
+
+
 def make_project(dest: Path, params: str | Path = "profiles/tiny.yaml", overrides: dict | None = None) -> Path:
     """Copy the pipeline into ``dest`` with ``params`` as params.yaml, then ``git init`` and commit it.
 
+    ``params``: a profile under profiles/ (merged onto the repository's params.yaml) or a full params file.
     ``overrides``: dotted keys set in the copy's params.yaml (``{"baselines.methods": ["snip"]}``); keys
     whose parent section does not exist are left out, so tests survive params that come and go.
     """
@@ -42,7 +58,11 @@ def make_project(dest: Path, params: str | Path = "profiles/tiny.yaml", override
         elif src.exists():
             (dest / rel).parent.mkdir(parents=True, exist_ok=True)
             shutil.copy2(src, dest / rel)
-    shutil.copy2(ROOT / params, dest / "params.yaml")
+    src_params = (ROOT / params).resolve()
+    if src_params.parent == ROOT / "profiles":
+        write_profile(dest / "params.yaml", src_params.stem)
+    else:
+        shutil.copy2(src_params, dest / "params.yaml")
     if overrides:
         set_params(dest / "params.yaml", overrides)
     git(dest, "init", "-q")

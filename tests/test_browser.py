@@ -41,12 +41,12 @@ def flow_run_name(state) -> str:
         return client.read_flow_run(state.state_details.flow_run_id).name
 
 
-def metrics_artifact_id(api_url: str, state) -> str:
-    """The run's ``classprune-metrics`` table artifact (plain HTTP: see tests/test_flows.py)."""
+def metrics_artifact_id(api_url: str, state, key: str = "classprune-metrics") -> str:
+    """The run's artifact with ``key`` (plain HTTP: see tests/test_flows.py)."""
     import httpx
 
     arts = httpx.post(f"{api_url}/artifacts/filter", json={
-        "artifacts": {"key": {"any_": ["classprune-metrics"]}},
+        "artifacts": {"key": {"any_": [key]}},
         "flow_runs": {"id": {"any_": [str(state.state_details.flow_run_id)]}}}).raise_for_status().json()
     assert len(arts) == 1, arts
     return arts[0]["id"]
@@ -74,8 +74,9 @@ def test_ui_shows_finished_flow_run_and_its_metrics_artifact(tmp_path):
         assert state.is_completed(), state.message
         run_page = f"http://127.0.0.1:{port}/runs/flow-run/{state.state_details.flow_run_id}"
         artifact_page = f"http://127.0.0.1:{port}/artifacts/artifact/{metrics_artifact_id(url, state)}"
+        figure_page = f"http://127.0.0.1:{port}/artifacts/artifact/{metrics_artifact_id(url, state, 'classprune-figure')}"
         shots = {}
-        for name, page in (("flow-run", run_page), ("artifact", artifact_page)):
+        for name, page in (("flow-run", run_page), ("artifact", artifact_page), ("figure", figure_page)):
             png = tmp_path / f"{name}.png"
             shots[name] = (png, chromium(page, tmp_path / "chromium-profile", f"--screenshot={png}"),
                            chromium(page, tmp_path / "chromium-profile", "--dump-dom").stdout)
@@ -87,5 +88,7 @@ def test_ui_shows_finished_flow_run_and_its_metrics_artifact(tmp_path):
     # the artifact page shows the metrics table: its key, its columns, a scenario's rows
     assert "classprune-metrics" in artifact_dom, artifact_dom[-3000:]
     assert all(col in artifact_dom for col in ("auc", "fnr", "fpr")) and "black" in artifact_dom, artifact_dom[-3000:]
+    # the figure artifact shows the PNG inline: the UI's markdown keeps the data: URI image
+    assert '<img' in shots["figure"][2] and 'src="data:image/png;base64,' in shots["figure"][2], shots["figure"][2][-3000:]
     for png, proc, _dom in shots.values():
         assert_rendered(png, proc)

@@ -7,6 +7,7 @@ CLASSPRUNE_THREADS=1: CPU training is then bit-for-bit deterministic, so their m
 """
 from __future__ import annotations
 
+import base64
 import json
 import os
 import subprocess
@@ -132,6 +133,7 @@ def test_failing_stage_fails_flow_and_spares_sibling(runs, tmp_path):
 
 def test_dask_runner_on_local_cluster(runs, tmp_path):
     """The Dask runner (2-worker LocalCluster) brings the tiny profile up to date after a change to red's loss."""
+    pytest.importorskip("prefect_dask", reason="the [dask] extra is not installed (make test installs it)")
     repo = clone_workspace(runs["serial"], tmp_path / "repo")
     set_params(repo / "params.yaml", {"scenarios.red.gamma_first": 2})
     state = run_flow(repo, workers=2, task_runner="dask")
@@ -155,12 +157,35 @@ def test_fanout_publishes_metric_artifacts(runs, prefect_api):
     # plain HTTP: the 3.8 client sends explicit nulls for unset filters, which this server answers with 422
     flow_run = str(state.state_details.flow_run_id)
     arts = httpx.post(f"{prefect_api}/artifacts/filter", json={
-        "artifacts": {"key": {"any_": ["classprune-metrics", "classprune-summary"]}},
+        "artifacts": {"key": {"any_": ["classprune-metrics", "classprune-summary", "classprune-figure"]}},
         "flow_runs": {"id": {"any_": [flow_run]}}}).raise_for_status().json()
     by_key = {a["key"]: a for a in arts}
-    assert set(by_key) == {"classprune-metrics", "classprune-summary"}
+    assert set(by_key) == {"classprune-metrics", "classprune-summary", "classprune-figure"}
+    figure = by_key["classprune-figure"]["data"]
+    png = (repo / "reports/figures/test.png").read_bytes()
+    assert "](data:image/png;base64," in figure and base64.b64decode(figure.split("base64,")[1].rstrip(")\n")) == png
     table = by_key["classprune-metrics"]["data"]
     table = json.loads(table) if isinstance(table, str) else table
     assert {"method", "seed", "round", "split", "auc", "fnr", "fpr"} <= set(table[0])
     assert {r["method"] for r in table} >= {"red", "black"}
     assert by_key["classprune-summary"]["data"] == (repo / "reports/summary.md").read_text()
+
+
+def test_fanout_leaves_params_yaml_unchanged_and_streams_stage_output(runs, prefect_api, tmp_path):
+    """A fan-out to red alone edits params.yaml for the run, then gives it its bytes back and saves the
+    results as a DVC experiment; the module's runs streamed every stage's output into the task logs."""
+    import httpx
+
+    from flows.fanout import classprune_fanout
+
+    repo = clone_workspace(runs["parallel"], tmp_path / "repo")
+    before = (repo / "params.yaml").read_bytes()
+    state = classprune_fanout(scenarios=["red"], threads=1, repo_dir=str(repo), return_state=True)
+    assert state.is_completed(), state.message
+    assert (repo / "params.yaml").read_bytes() == before
+    assert "experiment fanout-" in state.message
+    assert "fanout-" in dvc(repo, "exp", "show", "--json").stdout
+    logs = httpx.post(f"{prefect_api}/logs/filter", json={"limit": 200}).raise_for_status().json()
+    task_lines = [lg["message"] for lg in logs if lg.get("task_run_id")]
+    assert any(m.startswith("Running stage '") for m in task_lines), task_lines[:20]
+    assert all("\n" not in m.strip() for m in task_lines)     # one record per output line

@@ -22,6 +22,7 @@ import yaml
 
 from classprune.errors import CheckpointError
 from classprune.io import atomic_path, load_torch, read_json, save_torch, write_json, write_text
+from classprune.profiles import merged_params
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -153,7 +154,10 @@ def test_report_ignores_temporaries_left_in_reports_rounds_by_a_killed_writer(tm
     from classprune.config import load_params
     from classprune.report import load_results
 
-    params = load_params(ROOT / "profiles" / "tiny.yaml")
+    import yaml
+
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_params("tiny"), sort_keys=False))
+    params = load_params(tmp_path / "params.yaml")
     rounds = tmp_path / "reports" / "rounds" / "seed_0"
     for method in (*params.run.scenarios, *params.baselines.methods):
         write_json(rounds / f"{method}.json", _chain_json(method, len(params.prune.rounds)))
@@ -373,7 +377,7 @@ def test_train_stage_without_its_inputs_fails_cleanly_and_writes_nothing(tmp_pat
     from classprune import pipeline
     from classprune.config import load_params
 
-    (tmp_path / "params.yaml").write_text((ROOT / "profiles" / "tiny.yaml").read_text())
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_params("tiny"), sort_keys=False))
     args = ("--scenario", "red", "--seed", "0", "--round", "1")
     line = _assert_one_line_error(_stage(tmp_path, "lt", *args))  # no W0, no mask, no cache
     assert "round_0" in line, line
@@ -398,7 +402,7 @@ def test_diverging_round_stops_with_one_line_and_writes_nothing(tmp_path, monkey
     from classprune import pipeline
     from classprune.config import load_params
 
-    raw = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    raw = profile_params("tiny")
     raw["train"] |= {"lr": 1e30, "grad_clip": 0.0, "loader_workers": 0, "cpu_isa": "native"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     shutil.copytree(tiny_cache, tmp_path / "data" / "cache")
@@ -414,6 +418,11 @@ def test_diverging_round_stops_with_one_line_and_writes_nothing(tmp_path, monkey
 # --- kill -9 and resume -------------------------------------------------------------------------------
 
 
+def profile_params(name: str) -> dict:
+    """params.yaml with profiles/<name>.yaml (an overlay) applied."""
+    return merged_params(name, ROOT / "params.yaml", ROOT / "profiles")
+
+
 def _make_project():
     spec = importlib.util.spec_from_file_location("_classprune_test_project", ROOT / "tests" / "_project.py")
     module = importlib.util.module_from_spec(spec)
@@ -423,7 +432,7 @@ def _make_project():
 
 def _small_tiny_params(dest: Path) -> Path:
     """The tiny profile cut to one scenario, two rounds and one baseline, so two runs fit in minutes."""
-    params = yaml.safe_load((ROOT / "profiles" / "tiny.yaml").read_text())
+    params = profile_params("tiny")
     params["run"]["scenarios"] = ["red"]
     params["prune"]["rounds"] = params["prune"]["rounds"][:2]
     if "baselines" in params:

@@ -12,7 +12,7 @@ from classprune.config import load_params
 from classprune.errors import DataError
 from classprune.report import aggregate, fn_budget, load_results, paired_differences, write_reports
 
-TINY = Path(__file__).parents[1] / "profiles" / "tiny.yaml"
+ROOT = Path(__file__).parents[1]
 
 
 def _split(fnr, auc=0.9, constant=False):
@@ -39,7 +39,9 @@ def _write(root, records):
 
 def _params(tmp_path, scenarios=("red", "black"), seeds=(0, 1, 2), methods=(), rounds=3):
     import yaml
-    raw = yaml.safe_load(TINY.read_text())
+
+    from classprune.profiles import merged_params
+    raw = merged_params("tiny", ROOT / "params.yaml", ROOT / "profiles")
     raw["run"] = {"scenarios": list(scenarios), "seeds": list(seeds)}
     raw["baselines"]["methods"] = list(methods)
     raw["prune"]["rounds"] = [{"k": k, "prev": k - 1} for k in range(1, rounds + 1)]

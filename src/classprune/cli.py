@@ -1,21 +1,35 @@
-"""Command line: ``classprune <step>`` runs one pipeline step; stage scripts call ``run_stage``.
+"""Command line: ``classprune COMMAND``: the whole pipeline (``run``), one step, or a profile.
 
-User errors print one line (``error: ...``) and exit with status 2; nothing half-written is left behind
-because every step writes atomically.
+One CLI: the DVC stage scripts call :func:`run_stage` with their step, and ``classprune run`` starts the
+Prefect fan-out flow over the DVC pipeline. New commands register in ``COMMANDS`` (name -> one-line help,
+handler). User errors print one line (``error: ...``) and exit with status 2; nothing half-written is
+left behind because every step writes atomically.
 """
 from __future__ import annotations
 
 import argparse
 import inspect
 import json
+import os
+import subprocess
 import sys
 from collections.abc import Callable, Sequence
 
 from .errors import ClassPruneError
 
-# name -> pipeline function; arguments beyond ``params`` become required CLI options.
-STEPS = ("prepare", "split", "cache", "init", "lt", "evaluate", "report", "baseline", "export")
-COMMANDS = (*STEPS, "predict")
+# name -> one-line help; the pipeline function's arguments beyond ``params`` become required CLI options.
+STEP_HELP = {
+    "prepare": "index the dataset (or generate the synthetic one)",
+    "split": "imbalanced, stratified train/val/test split",
+    "cache": "decode and resize every image once into data/cache",
+    "init": "W0 and the full mask of a scenario and seed (round 0)",
+    "lt": "one lottery-ticket round k: prune round k-1, rewind, train",
+    "evaluate": "AUC-ROC, accuracy, FNR, FPR of every round of a chain",
+    "report": "means, CIs, paired differences, FN budget, figures",
+    "baseline": "a comparison method (SNIP, L-OBS, MobileNet), 1 seed",
+    "export": "the chosen models as sparse + ONNX files for a device",
+}
+STEPS = tuple(STEP_HELP)
 _FUNCS = {"lt": "lt_round", "evaluate": "evaluate_chain", "report": "report"}
 
 
@@ -118,15 +132,93 @@ def run_predict(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+def run_pipeline(argv: Sequence[str]) -> int:
+    """``classprune run [--repo DIR] [flows.fanout options]``: the whole pipeline as the Prefect fan-out flow.
+
+    The flows live beside dvc.yaml in the project repository, not in the installed package, so the flow
+    runs as ``python -m flows.fanout`` in that repository with this interpreter.
+    """
+    p = argparse.ArgumentParser(prog="classprune run", add_help=False)
+    p.add_argument("--repo", default=".")
+    a, rest = p.parse_known_args(argv)
+    repo = os.path.abspath(a.repo)
+    if not (os.path.isfile(os.path.join(repo, "dvc.yaml")) and os.path.isfile(os.path.join(repo, "flows", "fanout.py"))):
+        print(f"error: {repo} is not the classprune project (no dvc.yaml and flows/fanout.py); "
+              "run it in the repository or pass --repo", file=sys.stderr)
+        return 2
+    env = {**os.environ, "PYTHONUNBUFFERED": "1"}
+    env.setdefault("PREFECT_HOME", os.path.join(repo, ".prefect"))
+    return subprocess.call([sys.executable, "-m", "flows.fanout", "--repo", repo, *rest], cwd=repo, env=env)
+
+
+def run_profile(argv: Sequence[str]) -> int:
+    """``classprune profile NAME``: show, run as a DVC experiment (--exp) or write (--write) a profile overlay."""
+    import shlex
+
+    from . import profiles
+
+    p = argparse.ArgumentParser(prog="classprune profile", description=run_profile.__doc__.split("\n")[0])
+    p.add_argument("name", help="profiles/NAME.yaml (tiny, paper, isic) or a path to an overlay file")
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    how = p.add_mutually_exclusive_group()
+    how.add_argument("--exp", action="store_true",
+                     help="run it as a DVC experiment: dvc exp run -S key=value ... (extra options go to dvc)")
+    how.add_argument("--write", action="store_true",
+                     help="overwrite the params file with the profile applied (comments kept)")
+    a, dvc_args = p.parse_known_args(argv)
+    if dvc_args and not a.exp:
+        p.error(f"unrecognized arguments: {' '.join(dvc_args)}")
+    try:
+        overlay = profiles.load_overlay(a.name)
+        import yaml
+
+        profiles.check_keys(yaml.safe_load(open(a.params).read()), overlay, a.name)
+        if a.write:
+            n = profiles.apply_to_file(a.name, a.params)
+            print(f"{a.params} overwritten with profile {a.name} ({n} keys); `git checkout {a.params}` restores it")
+            return 0
+    except (profiles.ProfileError, OSError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    cmd = ["dvc", "exp", "run", *profiles.set_args(overlay), *dvc_args]
+    if a.exp:
+        return subprocess.call(cmd)
+    for key, value in profiles.flatten(overlay).items():
+        print(f"{key}: {json.dumps(value)}")
+    print(f"\nrun as a DVC experiment: {shlex.join(cmd)}\n(or: classprune profile {a.name} --exp; "
+          f"--write overwrites {a.params})")
+    return 0
+
+
+# name -> (one-line help, handler(argv) -> exit status). Add commands here (e.g. predict).
+COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
+    "run": ("the whole pipeline (Prefect flow over the DVC DAG)",
+            run_pipeline),
+    "profile": ("show/apply a profile (--exp: dvc exp run, --write)",
+                run_profile),
+    "predict": ("score images with an exported model (models/export/<scenario>)", run_predict),
+    **{step: (help_, lambda argv, step=step: _pin_isa(argv) or run_step(step, argv)) for step, help_ in STEP_HELP.items()},
+}
+
+
+def _main_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="classprune", description="Class-dependent lottery-ticket pruning as a "
+                                "DVC pipeline run by Prefect. `classprune COMMAND --help` shows a command's options.")
+    sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
+    for name, (help_, _) in COMMANDS.items():
+        sub.add_parser(name, help=help_, add_help=False)   # each command parses its own options
+    return p
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     argv = list(sys.argv[1:] if argv is None else argv)
-    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
-        print(f"usage: classprune {{{','.join(COMMANDS)}}} [--params PARAMS] [options]", file=sys.stderr)
-        sys.exit(0 if argv and argv[0] in ("-h", "--help") else 2)
-    if argv[0] == "predict":
-        sys.exit(run_predict(argv[1:]))
-    _pin_isa(argv[1:])
-    sys.exit(run_step(argv[0], argv[1:]))
+    parser = _main_parser()
+    if not argv or argv[0] in ("-h", "--help"):
+        parser.print_help(sys.stdout if argv else sys.stderr)
+        sys.exit(0 if argv else 2)
+    if argv[0] not in COMMANDS:
+        parser.error(f"unknown command {argv[0]!r} (choose from {', '.join(COMMANDS)})")
+    sys.exit(COMMANDS[argv[0]][1](argv[1:]))
 
 
 if __name__ == "__main__":

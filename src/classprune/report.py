@@ -13,8 +13,6 @@ from .metrics import METRIC_KEYS
 
 REPORTS = Path("reports")
 SPLITS = ("test", "val")
-# Baselines are dashed, in colours none of the paper's scenarios use.
-BASELINE_COLORS = {"snip": "tab:orange", "snip_trained": "tab:purple", "lobs": "tab:brown", "mobilenet": "tab:cyan"}
 
 
 OP_KEYS = ("fnr", "fpr", "accuracy", "balanced_accuracy")  # at the val-chosen operating point
@@ -155,42 +153,6 @@ def selection(params: Params, df: pd.DataFrame, budget: dict[str, dict | None]) 
     return out
 
 
-def plot_figure(agg: pd.DataFrame, split: str, params: Params, path: Path) -> None:
-    """The paper's Fig. 4/5 layout: AUC, accuracy, FNR, FPR against remaining weights, log x axis."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    sub = agg[agg["split"] == split]
-    fig, axes = plt.subplots(1, 4, figsize=(18, 5.2))
-    titles = {"auc": "AUC-ROC", "accuracy": "Accuracy", "fnr": "FNR", "fpr": "FPR"}
-    for ax, key in zip(axes, METRIC_KEYS):
-        for method, g in sub.groupby("method", sort=False):
-            g = g.sort_values("remaining", ascending=False)
-            sc = params.scenarios.get(method)
-            color = sc.color if sc else BASELINE_COLORS.get(method)
-            style = ("-o" if sc else "--s") if len(g) > 1 else "*"
-            label = f"{method}: {sc.label}" if sc and sc.label else method
-            ax.plot(g["remaining"] * 100, g[key], style, color=color, label=label, markersize=4 if len(g) > 1 else 12)
-            ci = g[f"{key}_ci95"]
-            if ci.notna().any():
-                ax.fill_between(g["remaining"] * 100, g[key] - ci, g[key] + ci, color=color, alpha=0.15)
-        ax.set_xscale("log")
-        ax.invert_xaxis()
-        ax.set_xlabel("remaining weights (%)")
-        ax.set_title(titles[key])
-        ax.grid(True, which="both", alpha=0.3)
-    # one legend under the panels: inside a panel it hides curves
-    fig.legend(*axes[0].get_legend_handles_labels(), loc="lower center", ncol=4, fontsize=9, frameon=False)
-    fig.suptitle(f"{params.profile}: {split} split")
-    fig.tight_layout(rect=(0, 0.14, 1, 1))
-    with io.atomic_path(path) as tmp:
-        fig.savefig(tmp.with_suffix(".png"), dpi=110)
-        tmp.with_suffix(".png").rename(tmp)
-    plt.close(fig)
-
-
 def _fmt(v, digits: int = 3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
 
@@ -255,6 +217,8 @@ def summary_markdown(params: Params, df: pd.DataFrame, agg: pd.DataFrame, diffs:
 
 
 def write_reports(params: Params, root: Path = Path("."), out: Path = REPORTS, extra: dict | None = None) -> pd.DataFrame:
+    from .figures import majority_accuracy, plot_figure
+
     df = load_results(params, root)
     agg = aggregate(df)
     diffs = paired_differences(df, "red", params.report.split) if "red" in params.run.scenarios else pd.DataFrame()
@@ -267,7 +231,8 @@ def write_reports(params: Params, root: Path = Path("."), out: Path = REPORTS, e
     for split in SPLITS:
         for method, g in agg[agg["split"] == split].groupby("method"):
             io.write_text(out / "curves" / split / f"{method}.csv", g[cols].to_csv(index=False))
-        plot_figure(agg, split, params, out / "figures" / f"{split}.png")
+        plot_figure(agg, split, params, out / "figures" / f"{split}.png",
+                    majority_accuracy=majority_accuracy(df, split))
     with io.atomic_path(out / "rounds.csv") as tmp:
         df.sort_values(["method", "seed", "round", "split"]).to_csv(tmp, index=False)
     if len(diffs):
