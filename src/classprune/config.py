@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .device import DEVICE_PATTERN
 from .errors import ConfigError
 from .model import MIN_IMAGE_SIZE, NUM_PARAMETERS
 from .scenarios import SCENARIOS, GammaValue, Scenario
@@ -48,6 +49,7 @@ class Data(_Strict):
     image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
     augment: Literal["none", "crack", "isic"] = "crack"
     normalize: Literal["train", "imagenet"] = "train"
+    workers: int = Field(0, ge=0)  # processes generating / decoding images (0: all cores); output independent of it
 
     @field_validator("fractions")
     @classmethod
@@ -73,6 +75,15 @@ class Train(_Strict):
     threads: int = Field(0, ge=0)  # 0: torch's default
     loader_workers: int = Field(1, ge=0)  # processes for training augmentation (per-image transforms)
     margin: float = Field(1.0, gt=0)
+    # auto: cuda when torch sees a GPU, else cpu; cuda without a GPU is an error at the stage (device.py)
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v):
+        if not re.fullmatch(DEVICE_PATTERN, v):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return v
 
 
 class Round(_Strict):
@@ -173,11 +184,11 @@ class Baselines(_Strict):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, v):
-        from .baselines import BASELINES
+        from .baselines.registry import METHODS  # names only: importing the methods would import config
 
-        unknown = [m for m in v if m not in BASELINES]
+        unknown = [m for m in v if m not in METHODS]
         if unknown or len(set(v)) != len(v):
-            raise ValueError(f"unknown or repeated method(s) {unknown or v}; allowed: {', '.join(sorted(BASELINES))}")
+            raise ValueError(f"unknown or repeated method(s) {unknown or v}; allowed: {', '.join(sorted(METHODS))}")
         return v
 # --- end baselines ---
 

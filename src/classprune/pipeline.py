@@ -15,6 +15,7 @@ import torch
 
 from . import io
 from .config import Params
+from .device import state_to_cpu
 from .errors import DataError
 
 PREPARED = Path("data/prepared")
@@ -52,6 +53,13 @@ def metrics_path(method: str, seed: int, k: int | str) -> Path:
     return ROUNDS / f"seed_{seed}" / method / f"round_{k}.json"
 
 
+def stage_device(params: Params, stage: str) -> torch.device:
+    """``train.device`` resolved (auto: cuda when there is one), made deterministic and logged once."""
+    from .device import stage_device as _resolve
+
+    return _resolve(params.train.device, stage)
+
+
 def set_threads(params: Params) -> None:
     """CLASSPRUNE_THREADS (set by the parallel flow) wins over train.threads, so workers x threads fits the CPU."""
     n = int(os.environ.get("CLASSPRUNE_THREADS", params.train.threads) or 0)
@@ -70,7 +78,7 @@ def prepare(params: Params) -> None:
         out.mkdir(parents=True, exist_ok=True)
         if d.source == "synthetic":
             s = d.synthetic
-            synthetic.generate(out / "synthetic", s.n_positive, s.n_negative, s.image_size, s.seed)
+            synthetic.generate(out / "synthetic", s.n_positive, s.n_negative, s.image_size, s.seed, workers=d.workers)
             index = sources.index_crack(out / "synthetic")
             index["path"] = index["path"].map(lambda p: os.path.relpath(p, out).replace(os.sep, "/"))
             index["path"] = str(PREPARED) + "/" + index["path"]
@@ -108,33 +116,35 @@ def cache(params: Params) -> None:
 
     normalize = "imagenet" if params.model.pretrained == "imagenet" else params.data.normalize
     caching.build_cache(splitting.read_manifest(SPLITS / "manifest.csv"), CACHE, params.data.image_size,
-                        normalize=normalize)
+                        normalize=normalize, workers=params.data.workers)
 
 
-def _loader(params: Params, split_name: str, *, train: bool, seed: int = 0):
+def _loader(params: Params, split_name: str, *, train: bool, seed: int = 0, device: torch.device | None = None):
     from .data.loader import make_loader
 
     batch = params.train.batch_size if train else params.train.eval_batch_size
     augment = params.data.augment if train else "none"
     # Per-image augmentation is cheap in a 1-thread worker but slow beside 2 training threads.
     workers = params.train.loader_workers if augment != "none" else 0
-    return make_loader(CACHE, split_name, batch, train=train, augment=augment, seed=seed, num_workers=workers)
+    return make_loader(CACHE, split_name, batch, train=train, augment=augment, seed=seed, num_workers=workers,
+                       pin_memory=device is not None and device.type == "cuda")
 
 
 # --- lottery-ticket rounds --------------------------------------------------------------------------------
 
-def build(params: Params, seed: int, state: dict | None = None) -> torch.nn.Module:
-    """The seeded network, or, given a checkpoint ``state``, the network holding exactly that state."""
+def build(params: Params, seed: int, state: dict | None = None, device: torch.device | None = None) -> torch.nn.Module:
+    """The seeded network, or, given a checkpoint ``state``, the network holding exactly that state; on
+    ``device`` (default CPU). Initialised on the CPU either way, so W0 does not depend on the device."""
     from .model import build_model
 
     if state is None:
-        return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout)
+        return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout).to(device or "cpu")
     # Built on the meta device and filled from the checkpoint: no random init to throw away, and no
     # ImageNet weights to fetch in stages that only continue from saved weights.
     with torch.device("meta"):
         model = build_model("none", seed=seed, dropout=params.model.dropout)
     model.load_state_dict(state, assign=True)
-    return model
+    return model.to(device or "cpu")
 
 
 def init(params: Params, scenario: str, seed: int) -> None:
@@ -143,7 +153,7 @@ def init(params: Params, scenario: str, seed: int) -> None:
 
     model = build(params, seed)
     out = round_paths(params, scenario, seed, 0)
-    io.save_torch(out.rewound, model.state_dict())
+    io.save_torch(out.rewound, state_to_cpu(model.state_dict()))
     save_mask(full_mask(model, params.prune.include_biases), out.next_mask)
 
 
@@ -155,18 +165,19 @@ def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     from .train import train_masked
 
     set_threads(params)
+    device = stage_device(params, f"train {scenario} seed {seed} round {k}")
     sc = params.scenarios[scenario]
     prev = round_paths(params, scenario, seed, k - 1)
     out = round_paths(params, scenario, seed, k)
     mask = load_mask(prev.next_mask)
-    model = build(params, seed, io.load_torch(prev.rewound))
+    model = build(params, seed, io.load_torch(prev.rewound), device)
     gamma = resolve_gamma(sc.gamma(k), class_counts(CACHE, "train"))
-    loss = ClassDependentLoss(gamma, sc.lam, params.train.margin)
+    loss = ClassDependentLoss(gamma, sc.lam, params.train.margin).to(device)
     torch.manual_seed(seed * 1000 + k)  # dropout
     t = params.train
-    losses = train_masked(model, mask, _loader(params, "train", train=True, seed=seed * 1000 + k), loss,
-                          t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip, desc=f"{scenario} round {k}")
-    io.save_torch(out.weights, model.state_dict())
+    losses = train_masked(model, mask, _loader(params, "train", train=True, seed=seed * 1000 + k, device=device),
+                          loss, t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip, desc=f"{scenario} round {k}")
+    io.save_torch(out.weights, state_to_cpu(model.state_dict()))
     save_mask(mask, out.mask)
     return {"gamma": gamma, "final_loss": losses[-1]}
 
@@ -186,14 +197,15 @@ def prune_round(params: Params, scenario: str, seed: int, k: int) -> float:
 
 
 def evaluate_model(params: Params, model: torch.nn.Module, mask: dict) -> dict:
-    """Metrics on val and test separately (never pooled), plus the sparsity of ``mask``."""
+    """Metrics on val and test separately (never pooled), plus the sparsity of ``mask``; on the model's device."""
     from .masks import remaining
     from .metrics import evaluate
 
     n_nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    device = next(model.parameters()).device
     out = {"remaining": remaining(mask), "nonzero": n_nonzero}
     for split_name in ("val", "test"):
-        out[split_name] = evaluate(model, _loader(params, split_name, train=False), desc=split_name)
+        out[split_name] = evaluate(model, _loader(params, split_name, train=False, device=device), desc=split_name)
     return out
 
 
@@ -201,8 +213,9 @@ def evaluate_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     from .masks import load_mask
 
     set_threads(params)
+    device = stage_device(params, f"evaluate {scenario} seed {seed} round {k}")
     cur = round_paths(params, scenario, seed, k)
-    model = build(params, seed, io.load_torch(cur.weights))
+    model = build(params, seed, io.load_torch(cur.weights), device)
     result = {"method": scenario, "kind": "scenario", "seed": seed, "round": k,
               **evaluate_model(params, model, load_mask(cur.mask))}
     io.write_json(metrics_path(scenario, seed, k), result)

@@ -32,8 +32,12 @@ def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, mask: Mappin
 def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Iterable, loss_fn: nn.Module,
                  iterations: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
                  grad_clip: float = 0.0, desc: str = "train") -> list[float]:
-    """Train ``iterations`` SGD steps, cycling through ``loader``; returns the loss of every step."""
+    """Train ``iterations`` SGD steps, cycling through ``loader``; returns the loss of every step.
+
+    Runs on the model's device: batches are moved there (non_blocking, from pinned memory on a GPU), so move
+    the model and ``loss_fn`` (its gamma buffer) first."""
     params = dict(model.named_parameters())
+    device = next(iter(params.values())).device
     # float masks: multiplying by a bool mask converts it on every call (5x slower per step)
     mask = {n: m.to(device=params[n].device, dtype=params[n].dtype) for n, m in mask.items()}
     apply_mask(model, mask)
@@ -44,6 +48,7 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
     bar = tqdm(range(iterations), desc=desc, disable=not sys.stderr.isatty(), leave=False)
     for _, (x, y) in zip(bar, batches):
         optimizer.zero_grad(set_to_none=True)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss, _parts = loss_fn(model(x), y)
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss.detach())} at step {len(losses)}; "
