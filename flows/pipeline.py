@@ -21,14 +21,22 @@ Threads: each stage gets CLASSPRUNE_THREADS = ``threads_per_worker``, or else pa
 lowered to cpu_count // workers (at least 1; train.threads 0 means that many), which the stages apply to
 torch (classprune.pipeline.set_threads), so workers x threads fits the CPU.
 
+GPU: stages that compute on ``train.device`` (train, evaluate, baseline, pretrain) hold a slot of that
+device while they run when it resolves to a CUDA GPU: ``gpu_slots`` per device (default 1), file locks under
+``.dvc/tmp/gpu-slots``, so one GPU stage trains at a time and CPU stages (prune, report, data) run beside it,
+across threads, local Dask processes and flows on the same machine.
+
 CLI: ``python -m flows.pipeline --workers 2 [--targets red report] [--retries 1] [--dask ADDRESS]``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -43,15 +51,65 @@ class StageFailed(RuntimeError):
     """A DVC stage exited non-zero; the message names the stage and its last error line."""
 
 
+GPU_STAGES = ("train", "evaluate", "baseline", "pretrain")  # stage kinds that compute on train.device
+
+
+def stage_gpu(repo_dir: str) -> str | None:
+    """The CUDA device GPU stages will use (``cuda:N``), or None when they run on the CPU: params.yaml's
+    train.device resolved as the stages resolve it (auto: a GPU when torch sees one)."""
+    import yaml
+
+    path = Path(repo_dir) / "params.yaml"
+    params = yaml.safe_load(path.read_text()) if path.is_file() else None
+    name = str(((params or {}).get("train") or {}).get("device") or "auto").lower()
+    if name == "cpu":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None  # auto means cpu; an explicit cuda fails in the stage with its own one-line error
+    return name if ":" in name else "cuda:0"
+
+
+@contextlib.contextmanager
+def device_slot(gpu: str | None, lock_dir: Path, slots: int = 1, poll_s: float = 0.5) -> Iterator[None]:
+    """Hold one of ``slots`` exclusive slots of ``gpu`` (flock'ed files, released if the process dies), so
+    GPU stages do not oversubscribe the device; no-op for CPU stages (``gpu`` None)."""
+    if gpu is None:
+        yield
+        return
+    import fcntl
+
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        for j in range(max(1, slots)):
+            fd = os.open(lock_dir / f"{gpu.replace(':', '')}-slot{j}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            return
+        time.sleep(poll_s)
+
+
 @task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False)
-def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str) -> str:
-    """``dvc --wait-for-lock repro --single-item STAGE`` in ``repo_dir``; raises StageFailed on failure."""
+def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str, gpu: str | None = None,
+              gpu_slots: int = 1) -> str:
+    """``dvc --wait-for-lock repro --single-item STAGE`` in ``repo_dir``; raises StageFailed on failure.
+    With ``gpu``, it first waits for a slot of that device."""
     log = get_run_logger()
     env = {**os.environ, "CLASSPRUNE_THREADS": str(threads),
            # stage commands say `python`: the flow's interpreter, even when the venv is not activated
            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", stage]
-    proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True)
+    with device_slot(gpu, Path(repo_dir) / ".dvc" / "tmp" / "gpu-slots", gpu_slots):
+        proc = subprocess.run(cmd, cwd=repo_dir, env=env, capture_output=True, text=True)
     for line in proc.stdout.strip().splitlines()[-20:]:
         log.info(line)
     if proc.returncode:
@@ -94,7 +152,7 @@ def _task_runner(kind: str, workers: int, dask_address: str | None):
 @flow(name="dvc-pipeline")
 def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: int = 0,
                  threads_per_worker: int | None = None, task_runner: str = "threads",
-                 dask_address: str | None = None, repo_dir: str = "."):
+                 dask_address: str | None = None, repo_dir: str = ".", gpu_slots: int = 1):
     """Run the stale part of the DVC pipeline (or of ``targets`` and their upstream) with ``workers`` in parallel.
 
     targets: stage names (``train@red-seed0-round0``), stage groups (``train``), scenarios (``red``) or
@@ -105,7 +163,9 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
     repo = str(Path(repo_dir).resolve())
     stages = load_dag(repo, targets)
     threads = threads_per_worker or stage_threads(repo, workers)
-    log.info(f"{len(stages)} stage(s) to run with {workers} {task_runner} worker(s), {threads} thread(s) each")
+    gpu = stage_gpu(repo)
+    log.info(f"{len(stages)} stage(s) to run with {workers} {task_runner} worker(s), {threads} thread(s) each"
+             + (f"; GPU stages on {gpu}, {gpu_slots} at a time" if gpu else ""))
     if not stages:
         return Completed(message="pipeline up to date")
     stage_task = run_stage.with_options(retries=retries)
@@ -116,7 +176,8 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
             for s in stages:   # priority order: upstream first, longest remaining chain first
                 if s.name not in futures and all(u in done for u in s.upstream):
                     fut = runner.submit(stage_task.with_options(task_run_name=s.label),
-                                        {"stage": s.name, "repo_dir": repo, "threads": threads, "bin_dir": bin_dir},
+                                        {"stage": s.name, "repo_dir": repo, "threads": threads, "bin_dir": bin_dir,
+                                         "gpu": gpu if s.base in GPU_STAGES else None, "gpu_slots": gpu_slots},
                                         wait_for=[futures[u] for u in s.upstream])
                     futures[s.name], active[fut] = fut, s.name
             fut = next(as_completed(list(active)))
@@ -141,9 +202,11 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
                    help="run on Dask: a scheduler address, or no value for a local cluster of --workers processes")
     p.add_argument("--repo", default=".", help="DVC repository (default: .)")
+    p.add_argument("--gpu-slots", type=int, default=1, help="GPU stages running at once per device (default: 1)")
     a = p.parse_args(argv)
     state = dvc_pipeline(workers=a.workers, targets=a.targets or None, retries=a.retries,
-                         threads_per_worker=a.threads, repo_dir=a.repo, return_state=True, **runner_args(a.dask))
+                         threads_per_worker=a.threads, repo_dir=a.repo, gpu_slots=a.gpu_slots, return_state=True,
+                         **runner_args(a.dask))
     return exit_status(state)
 
 
