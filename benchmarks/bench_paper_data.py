@@ -8,17 +8,53 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 
-def _peak_mb() -> dict[str, float]:
-    # ru_maxrss is in KiB on Linux; RUSAGE_CHILDREN is the largest waited-for worker process
-    return {"peak_rss_mb": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
-            "peak_rss_worker_mb": resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024}
+class TreeRss(threading.Thread):
+    """Samples the RSS of this process's descendants (the pool's workers sit under a fork server, so
+    RUSAGE_CHILDREN does not see them before it exits): the largest worker and the largest total."""
+
+    def __init__(self) -> None:
+        super().__init__(daemon=True)
+        self.worker_mb = self.total_mb = 0.0
+
+    def run(self) -> None:
+        me = os.getpid()
+        while True:
+            parents, rss = {}, {}
+            for status in Path("/proc").glob("[0-9]*/status"):
+                try:
+                    fields = dict(ln.split(":\t", 1) for ln in status.read_text().splitlines() if ":\t" in ln)
+                    parents[int(status.parent.name)] = int(fields["PPid"])
+                    rss[int(status.parent.name)] = int(fields.get("VmRSS", "0 kB").split()[0]) / 1024
+                except (OSError, KeyError, ValueError):
+                    continue
+            tree = [p for p in parents if self._descends(p, me, parents)]
+            if tree:
+                self.worker_mb = max(self.worker_mb, max(rss[p] for p in tree))
+            self.total_mb = max(self.total_mb, rss.get(me, 0) + sum(rss[p] for p in tree))
+            time.sleep(0.2)
+
+    @staticmethod
+    def _descends(pid: int, ancestor: int, parents: dict[int, int]) -> bool:
+        while pid in parents and pid != ancestor:
+            pid = parents[pid]
+            if pid == ancestor:
+                return True
+        return False
+
+
+def _peak_mb(tree: TreeRss) -> dict[str, float]:
+    # ru_maxrss is in KiB on Linux
+    return {"peak_rss_main_mb": round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1),
+            "peak_rss_worker_mb": round(tree.worker_mb, 1), "peak_rss_total_mb": round(tree.total_mb, 1)}
 
 
 def _du(path: Path) -> int:
@@ -35,13 +71,15 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--size", type=int, default=224)
     a = p.parse_args(argv)
     raw, cache_dir = a.out / "raw", a.out / "cache"
+    tree = TreeRss()
+    tree.start()
     if a.phase in ("generate", "both"):
         from classprune.data import synthetic
 
         t = time.perf_counter()
         synthetic.generate(raw, a.positives, a.negatives, a.size, seed=0, workers=a.workers)
         print(json.dumps({"phase": "generate", "images": a.positives + a.negatives, "workers": a.workers,
-                          "seconds": round(time.perf_counter() - t, 1), **_peak_mb(), "disk_bytes": _du(raw)}))
+                          "seconds": round(time.perf_counter() - t, 1), **_peak_mb(tree), "disk_bytes": _du(raw)}))
     if a.phase in ("cache", "both"):
         from classprune.data import cache, sources, split
 
@@ -49,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
         t = time.perf_counter()
         cache.build_cache(manifest, cache_dir, a.size, workers=a.workers)
         print(json.dumps({"phase": "cache", "images": len(manifest), "workers": a.workers,
-                          "seconds": round(time.perf_counter() - t, 1), **_peak_mb(),
+                          "seconds": round(time.perf_counter() - t, 1), **_peak_mb(tree),
                           "disk_bytes": _du(cache_dir)}))
     sys.stdout.flush()
     return 0
