@@ -44,13 +44,20 @@ def setup_determinism(device: torch.device) -> None:
     torch.use_deterministic_algorithms(True, warn_only=True)
 
 
-def stage_device(name: str = "auto", stage: str = "stage") -> torch.device:
-    """Resolve, make deterministic and log the device of a stage: one line on stderr."""
+def stage_device(name: str = "auto", stage: str = "stage", *, log: bool = True) -> torch.device:
+    """Resolve and make deterministic the device of a stage; with ``log``, say so in one line on stderr.
+    Stages resolve first (a bad device fails before any work) and log once their inputs are open, so a stage
+    that fails on a missing input still prints exactly one error line."""
     device = resolve_device(name)
     setup_determinism(device)
+    if log:
+        log_device(device, stage)
+    return device
+
+
+def log_device(device: torch.device, stage: str) -> None:
     detail = f" ({torch.cuda.get_device_name(device)})" if device.type == "cuda" else ""
     print(f"classprune {stage}: device {device}{detail}", file=sys.stderr)
-    return device
 
 
 def state_to_cpu(state: dict) -> dict:

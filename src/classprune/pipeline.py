@@ -15,7 +15,7 @@ import torch
 
 from . import io
 from .config import Params
-from .device import state_to_cpu
+from .device import log_device, state_to_cpu
 from .errors import DataError
 
 PREPARED = Path("data/prepared")
@@ -53,11 +53,11 @@ def metrics_path(method: str, seed: int, k: int | str) -> Path:
     return ROUNDS / f"seed_{seed}" / method / f"round_{k}.json"
 
 
-def stage_device(params: Params, stage: str) -> torch.device:
-    """``train.device`` resolved (auto: cuda when there is one), made deterministic and logged once."""
+def stage_device(params: Params, stage: str, *, log: bool = True) -> torch.device:
+    """``train.device`` resolved (auto: cuda when there is one), made deterministic and (``log``) logged once."""
     from .device import stage_device as _resolve
 
-    return _resolve(params.train.device, stage)
+    return _resolve(params.train.device, stage, log=log)
 
 
 def set_threads(params: Params) -> None:
@@ -165,7 +165,8 @@ def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     from .train import train_masked
 
     set_threads(params)
-    device = stage_device(params, f"train {scenario} seed {seed} round {k}")
+    label = f"train {scenario} seed {seed} round {k}"
+    device = stage_device(params, label, log=False)
     sc = params.scenarios[scenario]
     prev = round_paths(params, scenario, seed, k - 1)
     out = round_paths(params, scenario, seed, k)
@@ -175,8 +176,10 @@ def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     loss = ClassDependentLoss(gamma, sc.lam, params.train.margin).to(device)
     torch.manual_seed(seed * 1000 + k)  # dropout
     t = params.train
-    losses = train_masked(model, mask, _loader(params, "train", train=True, seed=seed * 1000 + k, device=device),
-                          loss, t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip, desc=f"{scenario} round {k}")
+    loader = _loader(params, "train", train=True, seed=seed * 1000 + k, device=device)
+    log_device(device, label)  # once the inputs are open: a missing one fails with one line
+    losses = train_masked(model, mask, loader, loss, t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip,
+                          desc=f"{scenario} round {k}")
     io.save_torch(out.weights, state_to_cpu(model.state_dict()))
     save_mask(mask, out.mask)
     return {"gamma": gamma, "final_loss": losses[-1]}
@@ -213,10 +216,13 @@ def evaluate_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     from .masks import load_mask
 
     set_threads(params)
-    device = stage_device(params, f"evaluate {scenario} seed {seed} round {k}")
+    label = f"evaluate {scenario} seed {seed} round {k}"
+    device = stage_device(params, label, log=False)
     cur = round_paths(params, scenario, seed, k)
     model = build(params, seed, io.load_torch(cur.weights), device)
+    mask = load_mask(cur.mask)
+    log_device(device, label)
     result = {"method": scenario, "kind": "scenario", "seed": seed, "round": k,
-              **evaluate_model(params, model, load_mask(cur.mask))}
+              **evaluate_model(params, model, mask)}
     io.write_json(metrics_path(scenario, seed, k), result)
     return result
