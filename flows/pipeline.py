@@ -21,15 +21,23 @@ Threads: each stage gets CLASSPRUNE_THREADS = ``threads_per_worker``, or else pa
 lowered to cpu_count // workers (at least 1; train.threads 0 means that many), which the stages apply to
 torch (classprune.pipeline.set_threads), so workers x threads fits the CPU.
 
+GPU: stages that compute on ``train.device`` (train, evaluate, baseline, pretrain) hold a slot of that
+device while they run when it resolves to a CUDA GPU: ``gpu_slots`` per device (default 1), file locks under
+``.dvc/tmp/gpu-slots``, so one GPU stage trains at a time and CPU stages (prune, report, data) run beside it,
+across threads, local Dask processes and flows on the same machine.
+
 CLI: ``python -m flows.pipeline --workers 2 [--targets red report] [--retries 1] [--dask ADDRESS]``.
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
 import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -48,12 +56,61 @@ class DaskMissing(RuntimeError):
     """--dask without the optional [dask] extra installed; the message says what to install."""
 
 
+GPU_STAGES = ("lt", "evaluate", "baseline", "pretrain")  # stage kinds that compute on train.device
+
+
+def stage_gpu(repo_dir: str) -> str | None:
+    """The CUDA device GPU stages will use (``cuda:N``), or None when they run on the CPU: params.yaml's
+    train.device resolved as the stages resolve it (auto: a GPU when torch sees one)."""
+    import yaml
+
+    path = Path(repo_dir) / "params.yaml"
+    params = yaml.safe_load(path.read_text()) if path.is_file() else None
+    name = str(((params or {}).get("train") or {}).get("device") or "auto").lower()
+    if name == "cpu":
+        return None
+    import torch
+
+    if not torch.cuda.is_available():
+        return None  # auto means cpu; an explicit cuda fails in the stage with its own one-line error
+    return name if ":" in name else "cuda:0"
+
+
+@contextlib.contextmanager
+def device_slot(gpu: str | None, lock_dir: Path, slots: int = 1, poll_s: float = 0.5) -> Iterator[None]:
+    """Hold one of ``slots`` exclusive slots of ``gpu`` (flock'ed files, released if the process dies), so
+    GPU stages do not oversubscribe the device; no-op for CPU stages (``gpu`` None)."""
+    if gpu is None:
+        yield
+        return
+    import fcntl
+
+    lock_dir.mkdir(parents=True, exist_ok=True)
+    while True:
+        for j in range(max(1, slots)):
+            fd = os.open(lock_dir / f"{gpu.replace(':', '')}-slot{j}.lock", os.O_CREAT | os.O_RDWR, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                continue
+            try:
+                yield
+            finally:
+                fcntl.flock(fd, fcntl.LOCK_UN)
+                os.close(fd)
+            return
+        time.sleep(poll_s)
+
+
 @task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False)
-def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str) -> str:
+def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str, gpu: str | None = None,
+              gpu_slots: int = 1) -> str:
     """``dvc --wait-for-lock repro --single-item STAGE`` in ``repo_dir``; raises StageFailed on failure.
 
     The stage's stdout and stderr go to the task's log line by line while it runs (Prefect UI, task run
-    page), so a long training round shows its progress instead of a silent task.
+    page), so a long training round shows its progress instead of a silent task. With ``gpu``, it first
+    waits for a slot of that device.
     """
     log = get_run_logger()
     env = {**os.environ, "CLASSPRUNE_THREADS": str(threads), "PYTHONUNBUFFERED": "1",   # lines as they come
@@ -61,14 +118,15 @@ def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str) -> str:
            "PATH": bin_dir + os.pathsep + os.environ.get("PATH", "")}
     cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", stage]
     err: list[str] = []
-    with subprocess.Popen(cmd, cwd=repo_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                          text=True, bufsize=1) as proc:
-        # stderr on a thread, stdout here: neither pipe can fill up and block the stage
-        reader = threading.Thread(target=_pump, args=(proc.stderr, log, err), daemon=True)
-        reader.start()
-        _pump(proc.stdout, log, None)
-        reader.join()
-        rc = proc.wait()
+    with device_slot(gpu, Path(repo_dir) / ".dvc" / "tmp" / "gpu-slots", gpu_slots):
+        with subprocess.Popen(cmd, cwd=repo_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, bufsize=1) as proc:
+            # stderr on a thread, stdout here: neither pipe can fill up and block the stage
+            reader = threading.Thread(target=_pump, args=(proc.stderr, log, err), daemon=True)
+            reader.start()
+            _pump(proc.stdout, log, None)
+            reader.join()
+            rc = proc.wait()
     if rc:
         # the stage's own last error line says why; DVC's closing "ERROR: failed to reproduce" only says that
         cause = [ln for ln in err if not ln.startswith(("ERROR: failed to reproduce", "WARNING:"))] or err or ["-"]
@@ -122,10 +180,10 @@ def _task_runner(kind: str, workers: int, dask_address: str | None):
 @flow(name="dvc-pipeline")
 def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: int = 0,
                  threads_per_worker: int | None = None, task_runner: str = "threads",
-                 dask_address: str | None = None, repo_dir: str = "."):
+                 dask_address: str | None = None, repo_dir: str = ".", gpu_slots: int = 1):
     """Run the stale part of the DVC pipeline (or of ``targets`` and their upstream) with ``workers`` in parallel.
 
-    targets: stage names (``lt@red-0-level0``), stage groups (``train``), scenarios (``red``) or
+    targets: stage names (``lt@red-0-level0``), stage groups (``lt``), scenarios (``red``) or
     baseline methods. The final state is Completed, or Failed with a message naming the failed stages
     (and their error lines) and the downstream stages that did not run.
     """
@@ -133,7 +191,9 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
     repo = str(Path(repo_dir).resolve())
     stages = load_dag(repo, targets)
     threads = threads_per_worker or stage_threads(repo, workers)
-    log.info(f"{len(stages)} stage(s) to run with {workers} {task_runner} worker(s), {threads} thread(s) each")
+    gpu = stage_gpu(repo)
+    log.info(f"{len(stages)} stage(s) to run with {workers} {task_runner} worker(s), {threads} thread(s) each"
+             + (f"; GPU stages on {gpu}, {gpu_slots} at a time" if gpu else ""))
     if not stages:
         return Completed(message="pipeline up to date")
     stage_task = run_stage.with_options(retries=retries)
@@ -144,7 +204,8 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
             for s in stages:   # priority order: upstream first, longest remaining chain first
                 if s.name not in futures and all(u in done for u in s.upstream):
                     fut = runner.submit(stage_task.with_options(task_run_name=s.name),
-                                        {"stage": s.name, "repo_dir": repo, "threads": threads, "bin_dir": bin_dir},
+                                        {"stage": s.name, "repo_dir": repo, "threads": threads, "bin_dir": bin_dir,
+                                         "gpu": gpu if s.base in GPU_STAGES else None, "gpu_slots": gpu_slots},
                                         wait_for=[futures[u] for u in s.upstream])
                     futures[s.name], active[fut] = fut, s.name
             fut = next(as_completed(list(active)))
@@ -182,10 +243,12 @@ def positive(value: str) -> int:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flows.pipeline", description=dvc_pipeline.__doc__.split("\n")[0])
     p.add_argument("--targets", nargs="*", help="stages, stage groups or scenarios (default: the whole DAG)")
+    p.add_argument("--gpu-slots", type=int, default=1, help="GPU stages running at once per device (default: 1)")
     a = add_runner_args(p).parse_args(argv)
     check_dask(p, a.dask)
     state = dvc_pipeline(workers=a.workers, targets=a.targets or None, retries=a.retries,
-                         threads_per_worker=a.threads, repo_dir=a.repo, return_state=True, **runner_args(a.dask))
+                         threads_per_worker=a.threads, repo_dir=a.repo, gpu_slots=a.gpu_slots, return_state=True,
+                         **runner_args(a.dask))
     return exit_status(state)
 
 

@@ -7,6 +7,9 @@ import torch
 from torch import nn
 
 from classprune import baselines as bl
+from classprune.baselines import lobs as bl_lobs
+from classprune.baselines import mobilenet as bl_mobilenet
+from classprune.baselines import snip as bl_snip  # noqa: F401 - registers the "snip" criterion
 from classprune.errors import ClassPruneError, ConfigError
 from classprune.masks import full_mask
 from classprune.model import NUM_PARAMETERS, count_parameters
@@ -88,11 +91,11 @@ def test_obs_update_lowers_reconstruction_error():
     g = torch.Generator().manual_seed(3)
     w = torch.randn(6, x.shape[1], generator=g, dtype=torch.float64)
     h = x.T @ x / len(x)
-    hd = bl.damped(h, 1e-8)
+    hd = bl_lobs.damped(h, 1e-8)
     h_inv = torch.linalg.inv(hd)
     saliency = w.square() / (2 * h_inv.diagonal())
     keep = keep_top({"w": saliency}, {"w": torch.ones_like(w, dtype=torch.bool)}, 0.5)["w"]
-    updated = bl.obs_update(w, keep, hd, h_inv)
+    updated = bl_lobs.obs_update(w, keep, hd, h_inv)
     assert torch.equal(updated != 0, keep)  # pruned weights exactly zero, survivors moved
     magnitude = keep_top({"w": w.abs()}, {"w": torch.ones_like(w, dtype=torch.bool)}, 0.5)["w"]
     err_obs = _recon_error(x, w, updated)
@@ -109,7 +112,7 @@ def test_obs_update_forms_and_blocks_agree():
     x = _correlated_inputs(d=10, seed=4)
     g = torch.Generator().manual_seed(5)
     w = torch.randn(7, 10, generator=g, dtype=torch.float64)
-    hd = bl.damped(x.T @ x / len(x), 1e-3)
+    hd = bl_lobs.damped(x.T @ x / len(x), 1e-3)
     h_inv = torch.linalg.inv(hd)
     keep = torch.rand(7, 10, generator=g) < torch.linspace(0.05, 0.95, 7)[:, None]
     keep[0] = False  # everything pruned
@@ -118,26 +121,26 @@ def test_obs_update_forms_and_blocks_agree():
     for i in range(7):  # direct per-row reference: w_S + H_SS^-1 H_SP w_P
         s, p = keep[i], ~keep[i]
         ref[i, s] = w[i, s] + torch.linalg.solve(hd[s][:, s], hd[s][:, p] @ w[i, p])
-    torch.testing.assert_close(bl.obs_update(w, keep, hd, h_inv), ref)
-    torch.testing.assert_close(bl.obs_update(w, keep, hd, h_inv, block_bytes=1), ref)
+    torch.testing.assert_close(bl_lobs.obs_update(w, keep, hd, h_inv), ref)
+    torch.testing.assert_close(bl_lobs.obs_update(w, keep, hd, h_inv, block_bytes=1), ref)
 
 
 def test_layer_hessian_of_conv_matches_unfolded_patches():
     torch.manual_seed(0)
     conv = nn.Conv2d(2, 3, 3, padding=1, stride=2)
     x = torch.randn(4, 2, 7, 7)
-    h = bl.layer_hessians(nn.Sequential(conv), [(x, None)])["0"]
+    h = bl_lobs.layer_hessians(nn.Sequential(conv), [(x, None)])["0"]
     cols = torch.nn.functional.unfold(x, 3, padding=1, stride=2).transpose(1, 2).reshape(-1, 18).double()
     cols = torch.cat([cols, torch.ones(len(cols), 1, dtype=torch.float64)], 1)
     torch.testing.assert_close(h, cols.T @ cols / len(cols), rtol=1e-5, atol=1e-6)  # float32 products
     # weight.flatten(1) lines up with the unfolded patch: the layer's output is W_aug @ patch
     y = conv(x).permute(0, 2, 3, 1).reshape(-1, 3).double()
-    w = bl._weight_matrix(conv, nn.Sequential(conv).state_dict(), "0")
+    w = bl_lobs._weight_matrix(conv, nn.Sequential(conv).state_dict(), "0")
     torch.testing.assert_close(cols @ w.T.detach(), y.detach(), rtol=1e-5, atol=1e-5)
 
 
 def test_mobilenet_has_two_outputs_and_counts_against_alexnet():
-    model = bl.build_mobilenet("mobilenet_v3_small", seed=0)
+    model = bl_mobilenet.build_mobilenet("mobilenet_v3_small", seed=0)
     model.eval()
     assert model(torch.randn(2, 3, 64, 64)).shape == (2, 2)
     assert count_parameters(model) / NUM_PARAMETERS == pytest.approx(1_519_906 / 2_471_842)

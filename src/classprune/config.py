@@ -8,6 +8,7 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+from .device import DEVICE_PATTERN
 from .errors import ConfigError
 from .model import MIN_IMAGE_SIZE, NUM_PARAMETERS
 from .scenarios import SCENARIOS, GammaValue, Scenario
@@ -48,6 +49,7 @@ class Data(_Strict):
     image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
     augment: Literal["none", "crack", "isic"] = "crack"
     normalize: Literal["train", "imagenet"] = "train"
+    workers: int = Field(0, ge=0)  # processes generating / decoding images (0: all cores); output independent of it
 
     @field_validator("fractions")
     @classmethod
@@ -75,6 +77,16 @@ class Train(_Strict):
     # Kernels' instruction set, pinned before torch starts (classprune.isa): avx2 gives the same bits on
     # AVX-512 and AVX2 machines; native is faster on AVX-512 machines but their bits differ.
     cpu_isa: Literal["native", "avx2"] = "native"
+
+    # auto: cuda when torch sees a GPU, else cpu; cuda without a GPU is an error at the stage (device.py)
+    device: str = "auto"
+
+    @field_validator("device")
+    @classmethod
+    def _device_name(cls, v):
+        if not re.fullmatch(DEVICE_PATTERN, v):
+            raise ValueError("must be auto, cpu, cuda or cuda:N")
+        return v
 
 
 class Evaluate(_Strict):
@@ -178,11 +190,11 @@ class Baselines(_Strict):
     @field_validator("methods")
     @classmethod
     def _known_methods(cls, v):
-        from .baselines import BASELINES
+        from .baselines.registry import METHODS  # names only: importing the methods would import config
 
-        unknown = [m for m in v if m not in BASELINES]
+        unknown = [m for m in v if m not in METHODS]
         if unknown or len(set(v)) != len(v):
-            raise ValueError(f"unknown or repeated method(s) {unknown or v}; allowed: {', '.join(sorted(BASELINES))}")
+            raise ValueError(f"unknown or repeated method(s) {unknown or v}; allowed: {', '.join(sorted(METHODS))}")
         return v
 # --- end baselines ---
 

@@ -21,12 +21,13 @@ EXTRA_KEYS = ("balanced_accuracy",)
 
 @torch.no_grad()
 def predict(model: nn.Module, loader: Iterable, desc: str = "eval") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Labels, positive-class scores (log-odds) and argmax predictions."""
+    """Labels, positive-class scores (log-odds) and argmax predictions, computed on the model's device."""
     model.eval()
+    device = next(model.parameters()).device
     labels, scores, preds = [], [], []
     for x, y in tqdm(loader, desc=desc, disable=not sys.stderr.isatty(), leave=False):
-        logits = model(x)
-        labels.append(y.numpy())
+        logits = model(x.to(device, non_blocking=True)).cpu()
+        labels.append(y.cpu().numpy())
         scores.append(positive_score(logits).double().numpy())
         preds.append(logits.argmax(1).numpy())
     return np.concatenate(labels), np.concatenate(scores), np.concatenate(preds)

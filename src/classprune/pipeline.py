@@ -16,6 +16,7 @@ import torch
 
 from . import io
 from .config import Params
+from .device import log_device, state_to_cpu
 from .errors import DataError
 
 PREPARED = Path("data/prepared")
@@ -59,6 +60,13 @@ def declared_results(params: Params) -> list[Path]:
     return [metrics_path(m, s) for s in params.run.seeds for m in methods]
 
 
+def stage_device(params: Params, stage: str, *, log: bool = True) -> torch.device:
+    """``train.device`` resolved (auto: cuda when there is one), made deterministic and (``log``) logged once."""
+    from .device import stage_device as _resolve
+
+    return _resolve(params.train.device, stage, log=log)
+
+
 def set_threads(params: Params) -> None:
     """CLASSPRUNE_THREADS (set by the parallel flow) wins over train.threads, so workers x threads fits the CPU."""
     n = int(os.environ.get("CLASSPRUNE_THREADS", params.train.threads) or 0)
@@ -77,7 +85,7 @@ def prepare(params: Params) -> None:
         out.mkdir(parents=True, exist_ok=True)
         if d.source == "synthetic":
             s = d.synthetic
-            synthetic.generate(out / "synthetic", s.n_positive, s.n_negative, s.image_size, s.seed)
+            synthetic.generate(out / "synthetic", s.n_positive, s.n_negative, s.image_size, s.seed, workers=d.workers)
             index = sources.index_crack(out / "synthetic")
             index["path"] = index["path"].map(lambda p: os.path.relpath(p, out).replace(os.sep, "/"))
             index["path"] = str(PREPARED) + "/" + index["path"]
@@ -115,33 +123,35 @@ def cache(params: Params) -> None:
 
     normalize = "imagenet" if params.model.pretrained == "imagenet" else params.data.normalize
     caching.build_cache(splitting.read_manifest(SPLITS / "manifest.csv"), CACHE, params.data.image_size,
-                        normalize=normalize)
+                        normalize=normalize, workers=params.data.workers)
 
 
-def _loader(params: Params, split_name: str, *, train: bool, seed: int = 0):
+def _loader(params: Params, split_name: str, *, train: bool, seed: int = 0, device: torch.device | None = None):
     from .data.loader import make_loader
 
     batch = params.train.batch_size if train else params.evaluate.batch_size
     augment = params.data.augment if train else "none"
     # Per-image augmentation is cheap in a 1-thread worker but slow beside 2 training threads.
     workers = params.train.loader_workers if augment != "none" else 0
-    return make_loader(CACHE, split_name, batch, train=train, augment=augment, seed=seed, num_workers=workers)
+    return make_loader(CACHE, split_name, batch, train=train, augment=augment, seed=seed, num_workers=workers,
+                       pin_memory=device is not None and device.type == "cuda")
 
 
 # --- lottery-ticket rounds --------------------------------------------------------------------------------
 
-def build(params: Params, seed: int, state: dict | None = None) -> torch.nn.Module:
-    """The seeded network, or, given a checkpoint ``state``, the network holding exactly that state."""
+def build(params: Params, seed: int, state: dict | None = None, device: torch.device | None = None) -> torch.nn.Module:
+    """The seeded network, or, given a checkpoint ``state``, the network holding exactly that state; on
+    ``device`` (default CPU). Initialised on the CPU either way, so W0 does not depend on the device."""
     from .model import build_model
 
     if state is None:
-        return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout)
+        return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout).to(device or "cpu")
     # Built on the meta device and filled from the checkpoint: no random init to throw away, and no
     # ImageNet weights to fetch in stages that only continue from saved weights.
     with torch.device("meta"):
         model = build_model("none", seed=seed, dropout=params.model.dropout)
     model.load_state_dict(state, assign=True)
-    return model
+    return model.to(device or "cpu")
 
 
 def init(params: Params, scenario: str, seed: int) -> None:
@@ -150,7 +160,7 @@ def init(params: Params, scenario: str, seed: int) -> None:
 
     model = build(params, seed)
     out = round_paths(params, scenario, seed, 0)
-    state = model.state_dict()
+    state = state_to_cpu(model.state_dict())
     io.save_torch(out.weights, state)
     io.save_torch(out.rewound, state)
     save_mask(full_mask(model, params.prune.include_biases), out.mask)
@@ -170,6 +180,8 @@ def lt_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     from .train import train_masked
 
     set_threads(params)
+    label = f"{scenario} seed {seed} round {k}"
+    device = stage_device(params, label, log=False)
     p, t = params.prune, params.train
     prev, out = round_paths(params, scenario, seed, k - 1), round_paths(params, scenario, seed, k)
     start = io.load_torch(prev.rewound)
@@ -177,23 +189,24 @@ def lt_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     if k > 1:
         mask = prune(io.load_torch(prev.weights), start, mask, p.rate, p.scope, p.criterion)
         start = {n: masked(v, mask[n]) if n in mask else v for n, v in start.items()}
-    model = build(params, seed, {n: v.clone() for n, v in start.items()})
+    model = build(params, seed, {n: v.clone() for n, v in start.items()}, device)
     sc = params.scenarios[scenario]
     gamma = resolve_gamma(sc.gamma(k), class_counts(CACHE, "train"))
-    loss = ClassDependentLoss(gamma, sc.lam, t.margin)
+    loss = ClassDependentLoss(gamma, sc.lam, t.margin).to(device)
     torch.manual_seed(seed * 1000 + k)  # dropout
+    loader = _loader(params, "train", train=True, seed=seed * 1000 + k, device=device)
+    log_device(device, label)  # once the inputs are open: a missing one fails with one line
     snapshot: dict = {}
     late = p.rewind_iteration if k == 1 and p.rewind_iteration > 0 else None
-    losses = train_masked(model, mask, _loader(params, "train", train=True, seed=seed * 1000 + k), loss,
-                          t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip,
-                          desc=f"{scenario} seed {seed} round {k}",
-                          on_step=(lambda step, m: snapshot.update(m.state_dict()) if step == late else None)
-                          if late else None)
+    losses = train_masked(model, mask, loader, loss, t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip,
+                          desc=label,
+                          on_step=(lambda step, m: snapshot.update({n: v.detach().cpu().clone() for n, v in m.state_dict().items()}) if step == late
+                                   else None) if late else None)
     if late:
-        start = {n: v.clone() for n, v in snapshot.items()}
+        start = snapshot
     io.save_torch(out.rewound, start)
     save_mask(mask, out.mask)
-    io.save_torch(out.weights, model.state_dict())
+    io.save_torch(out.weights, state_to_cpu(model.state_dict()))
     return {"gamma": gamma, "final_loss": losses[-1], "remaining": remaining(mask)}
 
 
@@ -207,8 +220,9 @@ def evaluate_model(params: Params, model: torch.nn.Module, mask: dict) -> dict:
     from .metrics import binary_metrics, operating_threshold, predict
 
     n_nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    device = next(model.parameters()).device
     out = {"remaining": remaining(mask), "nonzero": n_nonzero}
-    preds = {s: predict(model, _loader(params, s, train=False), desc=s) for s in ("val", "test")}
+    preds = {s: predict(model, _loader(params, s, train=False, device=device), desc=s) for s in ("val", "test")}
     threshold = operating_threshold(*preds["val"][:2], params.evaluate.target_fnr)
     out["threshold"] = threshold
     for split_name, (labels, scores, argmax) in preds.items():
@@ -223,11 +237,13 @@ def evaluate_chain(params: Params, scenario: str, seed: int) -> dict:
     from .masks import load_mask
 
     set_threads(params)
-    rounds = []
-    for r in params.prune.rounds:
-        cur = round_paths(params, scenario, seed, r.k)
-        model = build(params, seed, io.load_torch(cur.weights))
-        rounds.append({"round": r.k, **evaluate_model(params, model, load_mask(cur.mask))})
+    label = f"evaluate {scenario} seed {seed}"
+    device = stage_device(params, label, log=False)
+    rounds, paths = [], [round_paths(params, scenario, seed, r.k) for r in params.prune.rounds]
+    states = [(r.k, io.load_torch(cur.weights), load_mask(cur.mask)) for r, cur in zip(params.prune.rounds, paths)]
+    log_device(device, label)
+    for k, state, mask in states:
+        rounds.append({"round": k, **evaluate_model(params, build(params, seed, state, device), mask)})
     result = {"method": scenario, "kind": "scenario", "seed": seed, "rounds": rounds}
     io.write_json(metrics_path(scenario, seed), result)
     return {"method": scenario, "seed": seed,

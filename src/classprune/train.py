@@ -65,6 +65,7 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
     one thread, so checking every step would cost more than the 1 % we allow it).
     """
     params = dict(model.named_parameters())
+    device = next(iter(params.values())).device  # batches follow the model (move it and loss_fn first)
     bits = keep_bits(mask, params)
     zero_pruned(params, bits)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
@@ -74,6 +75,7 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
     bar = tqdm(range(iterations), desc=desc, disable=not sys.stderr.isatty(), leave=False)
     for step, (x, y) in zip(bar, batches):
         optimizer.zero_grad(set_to_none=True)
+        x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
         loss, _parts = loss_fn(model(x), y)
         value = float(loss.detach())
         if not torch.isfinite(loss.detach()):

@@ -10,8 +10,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import sys
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable
@@ -19,11 +17,11 @@ from typing import TYPE_CHECKING, Any, Callable
 import numpy as np
 import torch
 from numpy.lib.format import open_memmap
-from PIL import Image
-from tqdm import tqdm
 
 from ..errors import DataError
 from ..io import atomic_path, read_json, write_json
+from .decode import decode, decode_chunk  # noqa: F401 - decode is part of this module's API
+from .parallel import run_chunks
 
 if TYPE_CHECKING:  # pandas and the split module are for the cache stage; training only reads memmaps
     import pandas as pd
@@ -41,17 +39,6 @@ def manifest_sha256(manifest: pd.DataFrame) -> str:
     return hashlib.sha256(rows.str.cat(sep="\n").encode()).hexdigest()
 
 
-def decode(path: str, image_size: int) -> np.ndarray:
-    """Decode one image to RGB uint8 image_size x image_size (bilinear; PIL antialiases when shrinking)."""
-    try:
-        with Image.open(path) as im:
-            rgb = im.convert("RGB").resize((image_size, image_size), Image.BILINEAR)
-        return np.asarray(rgb, dtype=np.uint8)
-    except (OSError, ValueError, SyntaxError, Image.DecompressionBombError) as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DataError(f"cannot decode image {path}: {reason}") from None
-
-
 def build_cache(
     manifest_df: pd.DataFrame,
     out_dir: str | os.PathLike,
@@ -60,7 +47,10 @@ def build_cache(
     *,
     workers: int | None = None,
 ) -> dict[str, Any]:
-    """Decode every split of the manifest into ``out_dir`` (atomically); return the meta dict."""
+    """Decode every split of the manifest into ``out_dir`` (atomically); return the meta dict.
+
+    ``workers`` processes decode fixed chunks straight into the memmap (None or 0: one per core); the
+    cache is byte-identical whatever their number, and memory stays at a few images per worker."""
     from .split import SPLITS, validate_manifest
 
     manifest = validate_manifest(manifest_df)
@@ -72,7 +62,6 @@ def build_cache(
     for split in SPLITS:
         if not (manifest["split"] == split).any():
             raise DataError(f"split {split!r} is empty in the manifest; every split needs images (check data.fractions)")
-    workers = workers or min(8, os.cpu_count() or 1)
     meta: dict[str, Any] = {
         "image_size": image_size,
         "normalize": normalize,
@@ -80,12 +69,12 @@ def build_cache(
         "counts": {},
         "manifest_sha256": manifest_sha256(manifest),
     }
-    with atomic_path(out_dir, is_dir=True) as tmp, ThreadPoolExecutor(workers) as pool:
+    with atomic_path(out_dir, is_dir=True) as tmp:
         for split in SPLITS:
             rows = manifest[manifest["split"] == split]
             labels = rows["label"].to_numpy(np.int64)
             stats = _ChannelStats() if split == "train" and normalize == "train" else None
-            _decode_split(rows["path"].tolist(), tmp / f"{split}_images.npy", image_size, pool, split, stats)
+            _decode_split(rows["path"].tolist(), tmp / f"{split}_images.npy", image_size, workers, split, stats)
             np.save(tmp / f"{split}_labels.npy", labels)
             n_pos = int(labels.sum())
             meta["counts"][split] = {"total": len(labels), "negative": len(labels) - n_pos, "positive": n_pos}
@@ -97,35 +86,33 @@ def build_cache(
     return meta
 
 
-def _decode_split(paths, target: Path, image_size: int, pool, split: str, stats) -> None:
-    """Fill a memmap chunk by chunk, so memory stays bounded by CHUNK images whatever the split size."""
-    images = open_memmap(target, mode="w+", dtype=np.uint8, shape=(len(paths), image_size, image_size, 3))
-    with tqdm(total=len(paths), desc=f"cache {split}", unit="img", disable=not sys.stderr.isatty()) as bar:
-        for start in range(0, len(paths), CHUNK):
-            chunk = np.stack(list(pool.map(decode, paths[start : start + CHUNK], [image_size] * CHUNK)))
-            images[start : start + len(chunk)] = chunk
-            if stats is not None:
-                stats.add(chunk)
-            bar.update(len(chunk))
-    images.flush()
-    del images
+def _decode_split(paths, target: Path, image_size: int, workers: int | None, split: str, stats) -> None:
+    """Create the memmap (a sparse file: nothing is held in RAM), then let the workers fill it CHUNK images at
+    a time; channel histograms come back per chunk."""
+    open_memmap(target, mode="w+", dtype=np.uint8, shape=(len(paths), image_size, image_size, 3)).flush()
+    starts = range(0, len(paths), CHUNK)
+    chunks = [(str(target), s, paths[s : s + CHUNK], image_size, stats is not None) for s in starts]
+    for hist in run_chunks(decode_chunk, chunks, workers, f"cache {split}", [len(c[2]) for c in chunks]):
+        if stats is not None:
+            stats.add(hist)
 
 
 class _ChannelStats:
-    """Per-channel mean/std in [0, 1] units, accumulated chunk by chunk in float64."""
+    """Per-channel mean/std in [0, 1] units from exact integer histograms: the same bits whatever the chunking."""
 
     def __init__(self) -> None:
-        self.n, self.total, self.squares = 0, np.zeros(3), np.zeros(3)
+        self.hist = np.zeros((3, 256), np.int64)
 
-    def add(self, chunk: np.ndarray) -> None:
-        pixels = chunk.reshape(-1, 3).astype(np.float64) / 255
-        self.n += len(pixels)
-        self.total += pixels.sum(0)
-        self.squares += (pixels**2).sum(0)
+    def add(self, hist: np.ndarray) -> None:
+        self.hist += hist
 
     def result(self) -> tuple[list[float], list[float]]:
-        mean = self.total / self.n
-        std = np.sqrt(np.maximum(self.squares / self.n - mean**2, 0)) + 1e-8
+        values = np.arange(256, dtype=np.int64)
+        n = self.hist[0].sum()
+        total = (self.hist * values).sum(1)  # exact: at most 255 per pixel, 255^2 for squares
+        squares = (self.hist * values**2).sum(1)
+        mean = total / (255.0 * n)
+        std = np.sqrt(np.maximum(squares / (255.0**2 * n) - mean**2, 0)) + 1e-8
         return mean.tolist(), std.tolist()
 
 

@@ -20,8 +20,10 @@ def make_loader(
     augment: str = "none",
     seed: int = 0,
     num_workers: int = 0,
+    pin_memory: bool = False,
 ) -> DataLoader:
-    """A loader over one cached split; ``augment`` only applies when ``train`` is true."""
+    """A loader over one cached split; ``augment`` only applies when ``train`` is true. ``pin_memory`` (for a
+    GPU) lets batches copy to the device asynchronously (``non_blocking``)."""
     cached = load_split(cache_dir, split)
     transform = build_transform(augment, cached.meta["image_size"]) if train else None
     dataset = CachedDataset(cached, transform)
@@ -33,6 +35,7 @@ def make_loader(
         num_workers=num_workers,
         generator=torch.Generator().manual_seed(seed) if train else None,
         persistent_workers=num_workers > 0,
+        pin_memory=pin_memory,
     )
 
 

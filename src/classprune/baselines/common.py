@@ -1,0 +1,30 @@
+"""Helpers the baseline methods share: the LT levels they are evaluated at, and loss plumbing."""
+from __future__ import annotations
+
+from collections.abc import Iterable, Iterator
+from typing import TYPE_CHECKING
+
+import torch
+
+if TYPE_CHECKING:
+    from ..config import Params
+
+
+def levels(params: Params) -> list[tuple[int, float]]:
+    """(round k, kept fraction (1-p)^(k-1)): the remaining-weight levels the LT rounds train at."""
+    return [(r.k, (1.0 - params.prune.rate) ** (r.k - 1)) for r in params.prune.rounds]
+
+
+def loss_value(out) -> torch.Tensor:
+    """Our losses return (loss, parts); plain torch losses return the tensor."""
+    return out[0] if isinstance(out, tuple) else out
+
+
+def on_device(batches: Iterable, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
+    """Batches moved to ``device`` (non_blocking: pinned loaders copy asynchronously)."""
+    for x, y in batches:
+        yield x.to(device, non_blocking=True), None if y is None else y.to(device, non_blocking=True)
+
+
+def to_device(mask: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {n: m.to(device) for n, m in mask.items()}

@@ -1,0 +1,66 @@
+"""MobileNet (Howard et al.): a compact architecture trained with the class-dependent loss, one point."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+from torch import nn
+
+if TYPE_CHECKING:
+    from ..config import Params
+
+
+def build_mobilenet(arch: str = "mobilenet_v3_small", seed: int = 0, pretrained: str = "none") -> nn.Module:
+    """torchvision MobileNet with a 2-way head; ImageNet features when the AlexNet gets them too."""
+    import torchvision.models as tvm
+
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = getattr(tvm, arch)(weights=None, num_classes=2)
+    if pretrained == "imagenet":
+        state = _imagenet_mobilenet(arch)
+        head = [k for k, v in model.state_dict().items() if v.shape != state.get(k, v).shape]
+        model.load_state_dict({k: v for k, v in state.items() if k not in head}, strict=False)
+    return model
+
+
+def _imagenet_mobilenet(arch: str) -> dict[str, torch.Tensor]:
+    from torch.hub import get_dir, load_state_dict_from_url
+    from torchvision.models import get_model_weights
+
+    from ..errors import CheckpointError
+
+    url = get_model_weights(arch).IMAGENET1K_V1.url
+    ckpt_dir = f"{get_dir()}/checkpoints"
+    try:
+        return load_state_dict_from_url(url, model_dir=ckpt_dir, map_location="cpu", progress=False, check_hash=True)
+    except Exception as exc:  # noqa: BLE001 - any failure means "weights not available"
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CheckpointError(f"ImageNet weights for {arch} not available: put {url.rsplit('/', 1)[-1]} into "
+                              f"{ckpt_dir} (or set TORCH_HOME), or use model.pretrained: none ({reason})") from None
+
+
+def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
+    """MobileNet trained with the class-dependent loss of ``baselines.mobilenet`` (gamma, lam) for
+    one LT round's iterations; one point at its parameter count relative to the paper's AlexNet."""
+    from .. import pipeline
+    from ..data.loader import class_counts
+    from ..losses import ClassDependentLoss, resolve_gamma
+    from ..masks import full_mask
+    from ..model import NUM_PARAMETERS, count_parameters
+    from ..train import train_masked
+
+    cfg, t = params.baselines.mobilenet, params.train
+    model = build_mobilenet(cfg.arch, seed, params.model.pretrained).to(device)
+    mask = full_mask(model, params.prune.include_biases)
+    gamma = resolve_gamma(cfg.gamma, class_counts(pipeline.CACHE, "train"))
+    loss = ClassDependentLoss(gamma, cfg.lam, t.margin).to(device)
+    torch.manual_seed(seed * 1000 + 1)
+    losses = train_masked(model, mask, pipeline._loader(params, "train", train=True, seed=seed * 1000 + 1, device=device), loss,
+                          t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip, desc=cfg.arch)
+    result = pipeline.evaluate_model(params, model, mask)
+    n_params = count_parameters(model)
+    return [{"round": 1, **result, "remaining": n_params / NUM_PARAMETERS, "parameters": n_params,
+             "arch": cfg.arch, "final_loss": losses[-1]}]
+
+

@@ -1,0 +1,30 @@
+"""SNIP with retraining: the SNIP mask on W0, then trained with the mask fixed."""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+import torch
+
+from .snip import snip_masks
+
+if TYPE_CHECKING:
+    from ..config import Params
+
+
+def snip_trained(params: Params, seed: int, device: torch.device) -> list[dict]:
+    """SNIP mask on W0, then trained with the mask fixed for one LT round's iterations (plain CE)."""
+    from .. import pipeline
+    from ..losses import ClassDependentLoss
+    from ..train import train_masked
+
+    w0, masks = snip_masks(params, seed, params.baselines.snip_trained, device)
+    model, t, out = pipeline.build(params, seed, device=device), params.train, []
+    loss = ClassDependentLoss([1.0, 1.0]).to(device)
+    for k, mask in masks:
+        model.load_state_dict(w0)  # every level starts from W0; train_masked makes a fresh optimizer
+        torch.manual_seed(seed * 1000 + k)  # dropout, as in the LT round k
+        loader = pipeline._loader(params, "train", train=True, seed=seed * 1000 + k, device=device)
+        losses = train_masked(model, mask, loader, loss, t.iterations, t.lr, t.momentum, t.weight_decay,
+                              t.grad_clip, desc=f"snip_trained level {k}")
+        out.append({"round": k, "final_loss": losses[-1], **pipeline.evaluate_model(params, model, mask)})
+    return out
