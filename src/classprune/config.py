@@ -58,8 +58,22 @@ class Data(_Strict):
 
 
 class ModelCfg(_Strict):
-    pretrained: Literal["none", "imagenet"] = "none"
+    # source: features pretrained on the synthetic source task (the pretrain stage) + a seeded fresh head
+    pretrained: Literal["source", "none", "imagenet"] = "source"
     dropout: float = Field(0.5, ge=0, lt=1)
+
+
+class Pretrain(_Strict):
+    """Source-task pretraining of W0's features (used when model.pretrained is source)."""
+
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(0.02, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    grad_clip: float = Field(2.0, ge=0)
+    n_per_class: int = Field(800, ge=1)   # source images per class (8 classes)
+    image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
+    seed: int = 0
 
 
 class Train(_Strict):
@@ -85,6 +99,8 @@ class Prune(_Strict):
     scope: Literal["layerwise", "global"] = "layerwise"
     criterion: str = "magnitude_increase"
     include_biases: bool = True
+    # Late rewinding: W0 := the round-1 weights after this many training iterations (0: the initial W0).
+    rewind_iteration: int = Field(0, ge=0)
     rounds: list[Round]
 
     @field_validator("criterion")
@@ -187,6 +203,7 @@ class Params(_Strict):
     profile: str = "embedded"
     data: Data = Data()
     model: ModelCfg = ModelCfg()
+    pretrain: Pretrain = Pretrain()
     train: Train = Train()
     prune: Prune
     scenarios: dict[str, Scenario] = dict(SCENARIOS)
@@ -218,6 +235,13 @@ class Params(_Strict):
         clash = sorted(set(b.methods) & set(self.run.scenarios))
         if clash:
             raise ValueError(f"scenario name(s) {clash} clash with baseline methods (both write reports/rounds)")
+        return self
+
+    @model_validator(mode="after")
+    def _rewind_within_round(self):
+        if self.prune.rewind_iteration > self.train.iterations:
+            raise ValueError(f"prune.rewind_iteration {self.prune.rewind_iteration} exceeds train.iterations "
+                             f"{self.train.iterations} (it rewinds to a step of round 1)")
         return self
 
     def seed_dir(self, seed: int) -> Path:

@@ -31,8 +31,16 @@ def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, mask: Mappin
 
 def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Iterable, loss_fn: nn.Module,
                  iterations: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
-                 grad_clip: float = 0.0, desc: str = "train") -> list[float]:
-    """Train ``iterations`` SGD steps, cycling through ``loader``; returns the loss of every step."""
+                 grad_clip: float = 0.0, desc: str = "train", snapshot_at: int | None = None,
+                 snapshot: dict | None = None) -> list[float]:
+    """Train ``iterations`` SGD steps, cycling through ``loader``; returns the loss of every step.
+
+    Late rewinding: with ``snapshot_at=k`` a copy of the state_dict after k steps (0: the masked start)
+    is stored into the caller's dict ``snapshot``, so round 1 yields both W_k (the rewind point) and W_n.
+    """
+    if snapshot_at is not None and (snapshot is None or not 0 <= snapshot_at <= iterations):
+        raise ValueError(f"snapshot_at must be in [0, iterations={iterations}] and needs a snapshot dict; "
+                         f"got {snapshot_at}")
     params = dict(model.named_parameters())
     # float masks: multiplying by a bool mask converts it on every call (5x slower per step)
     mask = {n: m.to(device=params[n].device, dtype=params[n].dtype) for n, m in mask.items()}
@@ -42,7 +50,9 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
     losses: list[float] = []
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
     bar = tqdm(range(iterations), desc=desc, disable=not sys.stderr.isatty(), leave=False)
-    for _, (x, y) in zip(bar, batches):
+    for step, (x, y) in zip(bar, batches):
+        if step == snapshot_at:
+            snapshot.update({k: v.detach().clone() for k, v in model.state_dict().items()})
         optimizer.zero_grad(set_to_none=True)
         loss, _parts = loss_fn(model(x), y)
         if not torch.isfinite(loss):
@@ -52,4 +62,6 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
         masked_step(model, optimizer, mask, grad_clip)
         losses.append(float(loss.detach()))
         bar.set_postfix(loss=f"{losses[-1]:.3f}", refresh=False)
+    if snapshot_at is not None and snapshot_at == len(losses):
+        snapshot.update({k: v.detach().clone() for k, v in model.state_dict().items()})
     return losses
