@@ -23,10 +23,10 @@ from ..io import atomic_path
 CLASS_DIRS = {0: "Negative", 1: "Positive"}
 _FORMATS = {"png": ("png", {"optimize": False}), "jpg": ("jpg", {"quality": 95}), "jpeg": ("jpg", {"quality": 95})}
 # Fractions of negatives / positives that carry distractors (joints, scratches, stains).
-DISTRACTOR_FRACTION = 0.75
+DISTRACTOR_FRACTION = 0.85
 POSITIVE_DISTRACTOR_FRACTION = 0.25
 # Darkening depth of cracks and distractors alike: overlapping contrast, so darkness is no shortcut.
-DEPTH_RANGE = (0.12, 0.4)
+DEPTH_RANGE = (0.18, 0.45)
 
 
 def generate(
@@ -124,7 +124,7 @@ def _cracks(rng: np.random.Generator, size: int) -> np.ndarray:
     for points in paths:
         n_seg = len(points) - 1
         # Width and depth drift smoothly along the crack, as real cracks open and close.
-        width = np.clip(rng.uniform(1, 3) + np.cumsum(rng.normal(0, 0.25, n_seg)), 1, 3) * scale
+        width = np.clip(rng.uniform(1.5, 3) + np.cumsum(rng.normal(0, 0.25, n_seg)), 1.5, 3) * scale
         depth = np.clip(rng.uniform(*DEPTH_RANGE) + np.cumsum(rng.normal(0, 0.03, n_seg)), *DEPTH_RANGE)
         dark = np.maximum(dark, _polyline(points, width, depth, size))
     return dark
