@@ -53,5 +53,6 @@ def test_default_settings_learn_on_real_photographs(tmp_path, monkeypatch):
         pipeline.train_round(params, scenario, 0, 1)
         result = pipeline.evaluate_round(params, scenario, 0, 1)
         test = result["test"]
+        print(f"real photos, dense {scenario}: test AUC {test['auc']:.4f} FNR {test['fnr']:.3f} FPR {test['fpr']:.3f}")
         assert test["auc"] >= 0.9, (scenario, test)
         assert 0 < test["tp"] + test["fp"] < test["n"], (scenario, test)  # not a constant predictor
