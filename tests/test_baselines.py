@@ -161,6 +161,7 @@ def tiny_run(tmp_path_factory):
     cache.build_cache(manifest, root / "data" / "cache", 64)
     params = Params.model_validate({
         "data": {"augment": "none"},
+        "model": {"pretrained": "none"},  # no pretrain stage here: a plain seeded W0
         "train": {"iterations": 2, "batch_size": 8, "loader_workers": 0},
         "evaluate": {"batch_size": 64},
         # 2 levels: 100 % and 5 % (a sparse level keeps the L-OBS solves small)

@@ -22,6 +22,7 @@ STEP_HELP = {
     "prepare": "index the dataset (or generate the synthetic one)",
     "split": "imbalanced, stratified train/val/test split",
     "cache": "decode and resize every image once into data/cache",
+    "pretrain": "W0's conv features learned once on the synthetic source task",
     "init": "W0 and the full mask of a scenario and seed (round 0)",
     "lt": "one lottery-ticket round k: prune round k-1, rewind, train",
     "evaluate": "AUC-ROC, accuracy, FNR, FPR of every round of a chain",
@@ -51,10 +52,22 @@ def _resolve(step: str) -> Callable:
         from .report import write_reports
 
         def report(params: Params) -> None:
-            agg = write_reports(params)
+            agg = write_reports(params, extra=shortcut_line())
             _print_table(agg, params)
         return report
     return getattr(pipeline, _FUNCS.get(step, step))
+
+
+def shortcut_line() -> dict:
+    """The darkest-pixel AUC on the test split: how far a one-number darkness shortcut gets (target <= 0.75)."""
+    from .data.cache import load_split
+    from .data.synthetic import darkest_pixel_auc
+    from .pipeline import CACHE
+
+    test = load_split(CACHE, "test")
+    return {"Darkest-pixel shortcut": f"test AUC {darkest_pixel_auc(test.images, test.labels):.3f} of the "
+            "score -min(grey) alone, beside the models' below (a task it solves would measure darkness, "
+            "not crack shape; target <= 0.75)"}
 
 
 def _print_table(agg, params) -> None:

@@ -60,8 +60,22 @@ class Data(_Strict):
 
 
 class ModelCfg(_Strict):
-    pretrained: Literal["none", "imagenet"] = "none"
+    # source: features pretrained on the synthetic source task (the pretrain stage) + a seeded fresh head
+    pretrained: Literal["source", "none", "imagenet"] = "source"
     dropout: float = Field(0.5, ge=0, lt=1)
+
+
+class Pretrain(_Strict):
+    """Source-task pretraining of W0's features (used when model.pretrained is source)."""
+
+    steps: int = Field(1500, ge=1)
+    batch_size: int = Field(32, ge=2)
+    lr: float = Field(0.02, gt=0)
+    momentum: float = Field(0.9, ge=0, lt=1)
+    grad_clip: float = Field(2.0, ge=0)
+    n_per_class: int = Field(800, ge=1)   # source images per class (8 classes)
+    image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
+    seed: int = 0
 
 
 class Train(_Strict):
@@ -163,6 +177,10 @@ class SnipCfg(_Strict):
     batches: int = Field(4, ge=1)  # training batches averaged into the connection sensitivity
 
 
+class SnipTrainedCfg(SnipCfg):
+    loss: str = "ce"  # ce: plain cross-entropy (the paper's); or a scenario name: its loss of round k
+
+
 class LobsCfg(_Strict):
     batches: int = Field(4, ge=1)  # training batches whose layer inputs form the Hessians
     damp: float = Field(0.01, gt=0)  # (H + damp * mean(diag H) I)^-1: H is rank-deficient on few batches
@@ -183,7 +201,7 @@ class Baselines(_Strict):
     methods: list[str] = ["snip", "snip_trained", "lobs", "mobilenet"]
     source_scenario: str = "red"  # its round_0 W0 feeds SNIP, its dense round-1 weights feed L-OBS
     snip: SnipCfg = SnipCfg()
-    snip_trained: SnipCfg = SnipCfg()
+    snip_trained: SnipTrainedCfg = SnipTrainedCfg()
     lobs: LobsCfg = LobsCfg()
     mobilenet: MobileNetCfg = MobileNetCfg()
 
@@ -204,6 +222,7 @@ class Params(_Strict):
     profile: str = "embedded"
     data: Data = Data()
     model: ModelCfg = ModelCfg()
+    pretrain: Pretrain = Pretrain()
     train: Train = Train()
     prune: Prune
     scenarios: dict[str, Scenario] = dict(SCENARIOS)
@@ -233,6 +252,8 @@ class Params(_Strict):
         if b.methods and b.source_scenario not in self.run.scenarios:
             raise ValueError(f"baselines.source_scenario {b.source_scenario!r} must be one of run.scenarios "
                              f"{self.run.scenarios} (its round 0 and 1 feed the baselines)")
+        if b.snip_trained.loss != "ce" and b.snip_trained.loss not in self.scenarios:
+            raise ValueError(f"baselines.snip_trained.loss must be ce or a scenario name, got {b.snip_trained.loss!r}")
         clash = sorted(set(b.methods) & set(self.run.scenarios))
         if clash:
             raise ValueError(f"scenario name(s) {clash} clash with baseline methods (both write reports/rounds)")

@@ -6,6 +6,7 @@ weights load into them unchanged.
 from __future__ import annotations
 
 import os
+from collections.abc import Mapping
 from pathlib import Path
 
 import torch
@@ -16,16 +17,25 @@ from .errors import CheckpointError
 NUM_PARAMETERS = 2_471_842
 # Smallest input that survives AlexNet's stride-4 conv and three 3x3/2 max-pools.
 MIN_IMAGE_SIZE = 63
-PRETRAINED = ("none", "imagenet")
+# source: features pretrained on the synthetic source task (classprune.pretrain), the offline stand-in for
+# ImageNet; imagenet: torchvision's weights; none: a plain seeded init.
+PRETRAINED = ("source", "none", "imagenet")
 
 
 def build_model(pretrained: str = "none", seed: int = 0, hidden: tuple[int, int, int] = (256, 8, 8),
-                num_classes: int = 2, dropout: float = 0.5) -> nn.Module:
-    """The paper's network; ``seed`` fixes the random init of everything not taken from ImageNet."""
+                num_classes: int = 2, dropout: float = 0.5,
+                features: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
+    """The paper's network; ``seed`` fixes the random init of everything not pretrained.
+
+    ``pretrained="source"`` needs ``features``: the conv state_dict from ``classprune.pretrain``.
+    """
     from torchvision.models import alexnet
 
     if pretrained not in PRETRAINED:
         raise ValueError(f"pretrained must be one of {PRETRAINED}, got {pretrained!r}")
+    if (pretrained == "source") != (features is not None):
+        raise ValueError("features are given with pretrained='source' and only then "
+                         f"(pretrained={pretrained!r}, features {'given' if features is not None else 'missing'})")
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
         model = alexnet(weights=None)
@@ -38,6 +48,11 @@ def build_model(pretrained: str = "none", seed: int = 0, hidden: tuple[int, int,
         )
     if pretrained == "imagenet":
         model.features.load_state_dict(_imagenet_features())
+    elif pretrained == "source":
+        try:
+            model.features.load_state_dict(dict(features))
+        except RuntimeError as exc:
+            raise CheckpointError(f"pretrained features do not fit AlexNet's: {str(exc).splitlines()[0]}") from None
     return model
 
 

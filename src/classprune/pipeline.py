@@ -24,6 +24,7 @@ SPLITS = Path("data/splits")
 CACHE = Path("data/cache")
 ROUNDS = Path("reports/rounds")
 MODELS = Path("models")
+PRETRAINED_FEATURES = Path("models/pretrained/features.pt")
 
 
 @dataclass(frozen=True)
@@ -139,11 +140,30 @@ def _loader(params: Params, split_name: str, *, train: bool, seed: int = 0, devi
 
 # --- lottery-ticket rounds --------------------------------------------------------------------------------
 
-def build(params: Params, seed: int, state: dict | None = None, device: torch.device | None = None) -> torch.nn.Module:
-    """The seeded network, or, given a checkpoint ``state``, the network holding exactly that state; on
+def pretrain(params: Params, out: Path = PRETRAINED_FEATURES) -> dict:
+    """Learn W0's features once on the synthetic source task (model.pretrained: source); save them to ``out``."""
+    from .pretrain import pretrain_features
+
+    set_threads(params)
+    p = params.pretrain
+    result = pretrain_features(out, steps=p.steps, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum,
+                               grad_clip=p.grad_clip, n_per_class=p.n_per_class, image_size=p.image_size,
+                               seed=p.seed)
+    return {k: v for k, v in result.items() if k != "features"}
+
+
+def build(params: Params, seed: int, state: dict | None = None, device: torch.device | None = None,
+          features_path: Path = PRETRAINED_FEATURES) -> torch.nn.Module:
+    """The seeded network (W0), or, given a checkpoint ``state``, the network holding exactly that state; on
     ``device`` (default CPU). Initialised on the CPU either way, so W0 does not depend on the device."""
     from .model import build_model
 
+    if state is None and params.model.pretrained == "source":
+        from .pretrain import build_w0
+
+        if not Path(features_path).is_file():
+            raise DataError(f"{features_path} not found; run the pretrain stage first (model.pretrained: source)")
+        return build_w0(io.load_torch(features_path), seed, params.model.dropout).to(device or "cpu")
     if state is None:
         return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout).to(device or "cpu")
     # Built on the meta device and filled from the checkpoint: no random init to throw away, and no

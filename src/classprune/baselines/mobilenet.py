@@ -40,6 +40,25 @@ def _imagenet_mobilenet(arch: str) -> dict[str, torch.Tensor]:
                               f"{ckpt_dir} (or set TORCH_HOME), or use model.pretrained: none ({reason})") from None
 
 
+def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> None:
+    """Recompute every BatchNorm's running mean/var over the training split (un-augmented), as a plain average.
+
+    With torchvision's momentum 0.01, one round's few hundred steps leave the running statistics near their
+    initial values, so an evaluated MobileNet would normalise with statistics it never saw (train loss
+    near 0, test AUC near chance).
+    """
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative average over all batches
+    was_training = model.training
+    model.train()
+    with torch.no_grad():
+        for x, _ in loader:
+            model(x.to(device, non_blocking=True))
+    model.train(was_training)
+
+
 def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
     """MobileNet trained with the class-dependent loss of ``baselines.mobilenet`` (gamma, lam) for
     one LT round's iterations; one point at its parameter count relative to the paper's AlexNet."""
@@ -58,6 +77,7 @@ def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
     torch.manual_seed(seed * 1000 + 1)
     losses = train_masked(model, mask, pipeline._loader(params, "train", train=True, seed=seed * 1000 + 1, device=device), loss,
                           t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip, desc=cfg.arch)
+    recalibrate_batchnorm(model, pipeline._loader(params, "train", train=False, device=device), device)
     result = pipeline.evaluate_model(params, model, mask)
     n_params = count_parameters(model)
     return [{"round": 1, **result, "remaining": n_params / NUM_PARAMETERS, "parameters": n_params,

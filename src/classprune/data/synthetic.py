@@ -1,8 +1,12 @@
 """Synthetic CRACK-like data set, so the whole pipeline runs offline and deterministically in minutes.
 
 Images are grey concrete-like textures (multi-scale noise, pores, stains, uneven light). Positives carry
-thin, dark, irregular crack curves; about 30 % of negatives carry straight, faint joints or scratches so
-that "any dark line" is not enough to tell the classes apart.
+thin, irregular crack curves; most negatives carry joints, scratches or dark stains drawn from the *same*
+darkness range, and some positives carry them too, so shape and not darkness separates the classes (the
+darkest pixel alone ranks test images at AUC <= 0.75, see ``darkest_pixel_auc``).
+
+The same texture machinery makes the multi-class *source* task that pretrains W0's features
+(``render_source``): oriented straight lines, blobs, grids, fine speckle and stains, never cracks.
 """
 from __future__ import annotations
 
@@ -19,7 +23,11 @@ from .parallel import run_chunks
 
 CLASS_DIRS = {0: "Negative", 1: "Positive"}
 _FORMATS = {"png": ("png", {"optimize": False}), "jpg": ("jpg", {"quality": 95}), "jpeg": ("jpg", {"quality": 95})}
-DISTRACTOR_FRACTION = 0.3
+# Fractions of negatives / positives that carry distractors (joints, scratches, stains).
+DISTRACTOR_FRACTION = 0.85
+POSITIVE_DISTRACTOR_FRACTION = 0.25
+# Darkening depth of cracks and distractors alike: overlapping contrast, so darkness is no shortcut.
+DEPTH_RANGE = (0.18, 0.45)
 CHUNK = 64  # images per unit of parallel work
 
 
@@ -72,10 +80,12 @@ def render(image_size: int, seed: int, label: int, index: int) -> np.ndarray:
     rng = np.random.default_rng(np.random.SeedSequence([seed, label, index]))
     size = image_size
     grey = _concrete(rng, size)
+    dark = np.zeros((size, size))
     if label == 1:
-        grey -= _cracks(rng, size)
-    elif rng.random() < DISTRACTOR_FRACTION:
-        grey -= _distractors(rng, size)
+        dark = _cracks(rng, size)
+    if rng.random() < (POSITIVE_DISTRACTOR_FRACTION if label == 1 else DISTRACTOR_FRACTION):
+        dark = np.maximum(dark, _distractors(rng, size))
+    grey -= dark
     tint = np.array([1.02, 1.0, 0.97]) + rng.uniform(-0.02, 0.02, 3)
     rgb = grey[..., None] * tint
     return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8)
@@ -130,29 +140,45 @@ def _cracks(rng: np.random.Generator, size: int) -> np.ndarray:
     for points in paths:
         n_seg = len(points) - 1
         # Width and depth drift smoothly along the crack, as real cracks open and close.
-        width = np.clip(rng.uniform(1, 3) + np.cumsum(rng.normal(0, 0.25, n_seg)), 1, 3) * scale
-        depth = np.clip(rng.uniform(0.25, 0.5) + np.cumsum(rng.normal(0, 0.03, n_seg)), 0.15, 0.6)
+        width = np.clip(rng.uniform(1.5, 3) + np.cumsum(rng.normal(0, 0.25, n_seg)), 1.5, 3) * scale
+        depth = np.clip(rng.uniform(*DEPTH_RANGE) + np.cumsum(rng.normal(0, 0.03, n_seg)), *DEPTH_RANGE)
         dark = np.maximum(dark, _polyline(points, width, depth, size))
     return dark
 
 
 def _distractors(rng: np.random.Generator, size: int) -> np.ndarray:
-    """Straight, fainter lines: a formwork joint across the image or a few short scratches."""
+    """Straight joints, short scratches or dark stains, as dark as cracks: only their shape differs."""
     scale = size / 64
-    if rng.random() < 0.5:
+    kind = rng.integers(3)
+    if kind == 0:  # a formwork joint straight across the image
         angle = rng.choice([0, np.pi / 2]) + rng.normal(0, 0.1)
         centre = rng.uniform(0.2 * size, 0.8 * size, 2)
         offset = 0.8 * size * np.array([np.cos(angle), np.sin(angle)])
         points = np.stack([centre - offset, centre + offset])
-        return _polyline(points, np.full(1, rng.uniform(1, 2) * scale), np.full(1, rng.uniform(0.06, 0.15)), size)
-    dark = np.zeros((size, size))
-    for _ in range(rng.integers(1, 4)):
-        angle = rng.uniform(0, np.pi)
-        centre = rng.uniform(0, size, 2)
-        offset = rng.uniform(0.1, 0.3) * size * np.array([np.cos(angle), np.sin(angle)])
-        points = np.stack([centre - offset, centre + offset])
-        dark = np.maximum(dark, _polyline(points, np.full(1, scale), np.full(1, rng.uniform(0.05, 0.12)), size))
-    return dark
+        return _polyline(points, np.full(1, rng.uniform(1, 3) * scale), np.full(1, rng.uniform(*DEPTH_RANGE)), size)
+    if kind == 1:  # one to three short straight scratches
+        dark = np.zeros((size, size))
+        for _ in range(rng.integers(1, 4)):
+            angle = rng.uniform(0, np.pi)
+            centre = rng.uniform(0, size, 2)
+            offset = rng.uniform(0.1, 0.3) * size * np.array([np.cos(angle), np.sin(angle)])
+            points = np.stack([centre - offset, centre + offset])
+            dark = np.maximum(dark, _polyline(points, np.full(1, rng.uniform(1, 2) * scale),
+                                              np.full(1, rng.uniform(*DEPTH_RANGE)), size))
+        return dark
+    return _blobs(rng, size, rng.integers(1, 4), (0.04, 0.12), rng.uniform(*DEPTH_RANGE))  # compact stains
+
+
+def _blobs(rng, size, count, radius, depth, blur=0.015) -> np.ndarray:
+    """Darkening of ``count`` soft ellipses (radii a fraction of the size) of peak ``depth``."""
+    canvas = Image.new("L", (size, size))
+    draw = ImageDraw.Draw(canvas)
+    for _ in range(count):
+        cx, cy = rng.uniform(0.1 * size, 0.9 * size, 2)
+        rx, ry = size * rng.uniform(*radius, 2)
+        draw.ellipse([cx - rx, cy - ry, cx + rx, cy + ry], fill=255)
+    canvas = canvas.filter(ImageFilter.GaussianBlur(max(0.5, size * blur)))
+    return depth * np.asarray(canvas, np.float64) / 255
 
 
 def _random_walk(rng, size, start, heading, length, both_ways=True) -> np.ndarray:
@@ -180,3 +206,80 @@ def _polyline(points: np.ndarray, width: np.ndarray, depth: np.ndarray, size: in
         draw.line([tuple(a), tuple(b)], fill=fill, width=max(1, int(round(w))))
         draw.ellipse([b[0] - w / 2, b[1] - w / 2, b[0] + w / 2, b[1] + w / 2], fill=fill)  # round joints
     return np.asarray(canvas.resize((size, size), Image.BOX), np.float64) / 255
+
+
+# --- shortcut check ---------------------------------------------------------------------------------------
+
+def darkest_pixel_auc(images: np.ndarray, labels: np.ndarray) -> float:
+    """Test AUC of the one-number shortcut "how dark is the darkest pixel" (score = -min grey value).
+
+    A task that this feature solves measures darkness, not crack shape; the harder target keeps it <= 0.75.
+    """
+    from sklearn.metrics import roc_auc_score
+
+    images, labels = np.asarray(images), np.asarray(labels)
+    if images.ndim not in (3, 4) or len(images) != len(labels) or len(np.unique(labels)) != 2:
+        raise ValueError(f"need N x H x W (x C) images and N labels of both classes; got {images.shape}, "
+                         f"{labels.shape} with classes {np.unique(labels).tolist()}")
+    grey = images.astype(np.float64)
+    if grey.ndim == 4:
+        grey = grey.mean(axis=-1)
+    return float(roc_auc_score(labels, -grey.reshape(len(grey), -1).min(axis=1)))
+
+
+# --- source task for pretraining -----------------------------------------------------------------------------
+
+SOURCE_CLASSES = ("lines_0", "lines_45", "lines_90", "lines_135", "blobs", "grid", "speckle", "stains")
+
+
+def render_source(image_size: int, seed: int, index: int) -> tuple[np.ndarray, int]:
+    """One image of the 8-class source task and its class (``index % 8``); never a crack.
+
+    The classes need orientation, spacing and blob/texture detectors, generic features that a crack
+    detector can reuse without having seen a crack (the role ImageNet plays for the paper).
+    """
+    label = index % len(SOURCE_CLASSES)
+    # A stream apart from the target's (seed, label, index) streams: a leading tag no target call uses.
+    rng = np.random.default_rng(np.random.SeedSequence([7_777_777, seed, index]))
+    size, scale = image_size, image_size / 64
+    grey = _concrete(rng, size)
+    depth = rng.uniform(*DEPTH_RANGE)
+    if label < 4:  # parallel straight lines at 0 / 45 / 90 / 135 degrees (+- 8)
+        dark = _lines(rng, size, label * np.pi / 4 + rng.normal(0, 0.07), rng.integers(1, 4), depth, scale)
+    elif label == 4:
+        dark = _blobs(rng, size, rng.integers(3, 8), (0.03, 0.08), depth)
+    elif label == 5:
+        angle = rng.uniform(0, np.pi / 2)
+        dark = np.maximum(_lines(rng, size, angle, rng.integers(2, 4), depth, scale),
+                          _lines(rng, size, angle + np.pi / 2, rng.integers(2, 4), depth, scale))
+    elif label == 6:
+        fine = rng.standard_normal((size, size))
+        dark = np.clip(depth * 0.6 * fine, 0, None)
+    else:
+        dark = _blobs(rng, size, rng.integers(1, 3), (0.2, 0.4), depth * 0.7, blur=0.08)
+    grey -= dark
+    rgb = grey[..., None] * (np.array([1.02, 1.0, 0.97]) + rng.uniform(-0.02, 0.02, 3))
+    return np.clip(np.rint(rgb * 255), 0, 255).astype(np.uint8), label
+
+
+def source_set(n_per_class: int, image_size: int = 64, seed: int = 0, start: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    """``n_per_class`` images of every source class as (N x H x W x 3 uint8, N int64 labels)."""
+    if n_per_class < 1 or image_size < 16:
+        raise DataError(f"source set needs n_per_class >= 1 and image_size >= 16; got {n_per_class}, {image_size}")
+    n = n_per_class * len(SOURCE_CLASSES)
+    pairs = [render_source(image_size, seed, start + i) for i in range(n)]
+    return np.stack([p[0] for p in pairs]), np.array([p[1] for p in pairs], np.int64)
+
+
+def _lines(rng, size, angle, count, depth, scale) -> np.ndarray:
+    """``count`` parallel straight lines across the image at ``angle``, evenly spaced with jitter."""
+    direction = np.array([np.cos(angle), np.sin(angle)])
+    normal = np.array([-direction[1], direction[0]])
+    centre = np.full(2, size / 2) + rng.uniform(-0.1, 0.1, 2) * size
+    spacing = rng.uniform(0.15, 0.3) * size
+    dark = np.zeros((size, size))
+    for i in range(count):
+        c = centre + normal * spacing * (i - (count - 1) / 2 + rng.normal(0, 0.1))
+        points = np.stack([c - 0.8 * size * direction, c + 0.8 * size * direction])
+        dark = np.maximum(dark, _polyline(points, np.full(1, rng.uniform(1, 2.5) * scale), np.full(1, depth), size))
+    return dark

@@ -1,0 +1,104 @@
+"""Pretraining W0's features on the synthetic source task: the offline stand-in for ImageNet.
+
+The paper starts from ImageNet-pretrained AlexNet. Offline we learn AlexNet's conv features once on an
+8-class texture/shape task (``synthetic.render_source``: lines at 4 orientations, blobs, grids, speckle,
+stains; never cracks) and share them across scenarios, seeds and baselines. W0 of a seed is then those
+features plus a freshly initialised, seeded 256-8-8-2 head: the "pretrain, then establish the initial
+weights with a new output layer" step of open_lth's lottery runner.
+
+The source head is a plain Linear(256, 8) on the pooled features: through the paper's 256-8-8 head with
+dropout the source loss stayed at ln 8 (the 8-wide bottleneck cannot carry 8 classes early on).
+"""
+from __future__ import annotations
+
+import math
+import os
+import time
+from collections.abc import Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+from . import io
+from .data import synthetic
+from .model import build_model
+
+# Pretraining images come from ``render_source`` indices [0, n); the held-out check set starts here.
+HELD_OUT_START = 10_000_000
+
+
+class _SourceNet(nn.Module):
+    """AlexNet features -> 1x1 average pool -> Linear(256, n_classes)."""
+
+    def __init__(self, features: nn.Module, n_classes: int):
+        super().__init__()
+        self.features = features
+        self.pool = nn.AdaptiveAvgPool2d((1, 1))
+        self.head = nn.Linear(256, n_classes)
+
+    def forward(self, x):
+        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+
+
+def _to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
+    x = torch.from_numpy(images).permute(0, 3, 1, 2).float().div_(255)
+    return (x - mean[:, None, None]) / std[:, None, None]
+
+
+def pretrain_features(out_path: str | os.PathLike | None = None, *, steps: int = 1500, batch_size: int = 32,
+                      lr: float = 0.02, momentum: float = 0.9, grad_clip: float = 2.0, n_per_class: int = 800,
+                      n_check_per_class: int = 50, image_size: int = 64, seed: int = 0) -> dict:
+    """Train AlexNet's features on the source task; save them to ``out_path`` (a features state_dict).
+
+    Returns ``{"features": state_dict, "accuracy": held-out source accuracy, "final_loss", "seconds"}``;
+    the state_dict's keys are those of ``model.features`` (as ``build_model(features=...)`` expects).
+    Deterministic for a seed and torch thread count.
+    """
+    if steps < 1 or batch_size < 2 or lr <= 0 or grad_clip < 0 or n_check_per_class < 1:
+        raise ValueError(f"pretraining needs steps >= 1, batch_size >= 2, lr > 0, grad_clip >= 0, "
+                         f"n_check_per_class >= 1; got {steps}, {batch_size}, {lr}, {grad_clip}, {n_check_per_class}")
+    start = time.perf_counter()
+    images, labels = synthetic.source_set(n_per_class, image_size, seed)
+    check_images, check_labels = synthetic.source_set(n_check_per_class, image_size, seed, start=HELD_OUT_START)
+    # Normalised by the source pool's own channel statistics, as the target is by its train split's.
+    pixels = torch.from_numpy(images).float().div_(255)
+    mean, std = pixels.mean(dim=(0, 1, 2)), pixels.std(dim=(0, 1, 2))
+    x, y = _to_tensor(images, mean, std), torch.from_numpy(labels)
+    n_classes = len(synthetic.SOURCE_CLASSES)
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        net = _SourceNet(build_model("none", seed=seed).features, n_classes)
+        optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
+        loss_fn = nn.CrossEntropyLoss()
+        order = torch.Generator().manual_seed(seed)
+        batches = iter(())
+        net.train()
+        for step in range(steps):
+            idx = next(batches, None)
+            if idx is None:  # a fresh permutation per epoch
+                batches = iter(torch.randperm(len(x), generator=order).split(batch_size))
+                idx = next(batches)
+            optimizer.zero_grad(set_to_none=True)
+            loss = loss_fn(net(x[idx]), y[idx])
+            if not torch.isfinite(loss):
+                raise FloatingPointError(f"source loss became {float(loss)} at step {step}; lower pretrain.lr")
+            loss.backward()
+            if grad_clip > 0:
+                nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+            optimizer.step()
+    net.eval()
+    with torch.no_grad():
+        xc = _to_tensor(check_images, mean, std)
+        pred = torch.cat([net(b).argmax(1) for b in xc.split(256)])
+    accuracy = float((pred.numpy() == check_labels).mean())
+    features = {k: v.detach().clone() for k, v in net.features.state_dict().items()}
+    if out_path is not None:
+        io.save_torch(out_path, features)
+    return {"features": features, "accuracy": accuracy, "final_loss": float(loss.detach()),
+            "chance_loss": math.log(n_classes), "seconds": time.perf_counter() - start}
+
+
+def build_w0(features: Mapping[str, torch.Tensor], seed: int, dropout: float = 0.5) -> nn.Module:
+    """W0 of one seed: the shared pretrained features + a fresh 256-8-8-2 head initialised from ``seed``."""
+    return build_model("source", seed=seed, dropout=dropout, features=features)
