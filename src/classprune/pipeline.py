@@ -140,13 +140,13 @@ def _loader(params: Params, split_name: str, *, train: bool, seed: int = 0, devi
 
 # --- lottery-ticket rounds --------------------------------------------------------------------------------
 
-def pretrain(params: Params, out: Path = PRETRAINED_FEATURES) -> dict:
+def pretrain(params: Params) -> dict:
     """Learn W0's features once on the synthetic source task (model.pretrained: source); save them to ``out``."""
     from .pretrain import pretrain_features
 
     set_threads(params)
     p = params.pretrain
-    result = pretrain_features(out, steps=p.steps, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum,
+    result = pretrain_features(PRETRAINED_FEATURES, steps=p.steps, batch_size=p.batch_size, lr=p.lr, momentum=p.momentum,
                                grad_clip=p.grad_clip, n_per_class=p.n_per_class, image_size=p.image_size,
                                seed=p.seed)
     return {k: v for k, v in result.items() if k != "features"}
