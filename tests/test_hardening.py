@@ -377,7 +377,9 @@ def test_train_stage_without_its_inputs_fails_cleanly_and_writes_nothing(tmp_pat
     from classprune import pipeline
     from classprune.config import load_params
 
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_params("tiny"), sort_keys=False))
+    raw = profile_params("tiny")
+    raw["model"]["pretrained"] = "none"  # a seeded W0: this test is about the round stage's inputs
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw, sort_keys=False))
     args = ("--scenario", "red", "--seed", "0", "--round", "1")
     line = _assert_one_line_error(_stage(tmp_path, "lt", *args))  # no W0, no mask, no cache
     assert "round_0" in line, line
@@ -403,6 +405,7 @@ def test_diverging_round_stops_with_one_line_and_writes_nothing(tmp_path, monkey
     from classprune.config import load_params
 
     raw = profile_params("tiny")
+    raw["model"]["pretrained"] = "none"
     raw["train"] |= {"lr": 1e30, "grad_clip": 0.0, "loader_workers": 0, "cpu_isa": "native"}
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     shutil.copytree(tiny_cache, tmp_path / "data" / "cache")
