@@ -10,7 +10,6 @@ from classprune.config import Params
 from classprune.errors import CheckpointError, ConfigError, DataError
 from classprune.model import build_model
 from classprune.pretrain import build_w0, pretrain_features
-from classprune.train import train_masked
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -68,33 +67,43 @@ def test_build_model_source_needs_matching_features():
         build_w0(bad, seed=0)
 
 
-def test_on_step_records_the_late_rewind_point(tiny_loader):
-    """Late rewinding's hook: the state after step k is neither the start nor the end of the round."""
-    from classprune.losses import ClassDependentLoss
-    from classprune.masks import full_mask
+def test_late_rewinding_rewinds_to_the_round_one_weights_after_k_steps(tmp_path, monkeypatch):
+    """prune.rewind_iteration k: round 1's rewind point is W after k of its n steps (k = 0: W0)."""
+    from classprune.data import cache, sources, split, synthetic
 
-    def run(k):
-        model = build_model(seed=0)
-        start = {n: v.clone() for n, v in model.state_dict().items()}
-        snap = {}
-        torch.manual_seed(0)
-        train_masked(model, full_mask(model), tiny_loader, ClassDependentLoss([1.0, 1.0], 0.0), 4, lr=0.05,
-                     grad_clip=1.0, on_step=lambda step, m: snap.update(
-                         {n: v.detach().clone() for n, v in m.state_dict().items()}) if step == k else None)
-        return start, snap, model.state_dict()
+    synthetic.generate(tmp_path / "raw", n_positive=8, n_negative=24, image_size=64, seed=0)
+    manifest = split.imbalanced_split(sources.index_crack(tmp_path / "raw"), n_negative=24, n_positive=8, seed=0)
+    cache.build_cache(manifest, tmp_path / "data" / "cache", 64)
+    monkeypatch.chdir(tmp_path)
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["model"]["pretrained"] = "none"
+    raw["data"]["augment"] = "none"
+    raw["train"].update(iterations=3, batch_size=8, loader_workers=0, threads=1)
+    raw["run"]["seeds"] = [0]
 
-    _, at4, end4 = run(4)
-    assert all(torch.equal(end4[n], at4[n]) for n in end4)
-    start, at2, end2 = run(2)
+    def rewind_point(k):
+        raw["prune"]["rewind_iteration"] = k
+        params = Params.model_validate(raw)
+        pipeline.init(params, "red", 0)
+        pipeline.lt_round(params, "red", 0, 1)
+        r0, r1 = pipeline.round_paths(params, "red", 0, 0), pipeline.round_paths(params, "red", 0, 1)
+        return io.load_torch(r0.rewound), io.load_torch(r1.rewound), io.load_torch(r1.weights)
+
     w = "classifier.6.weight"
-    assert not torch.equal(at2[w], start[w]) and not torch.equal(at2[w], end2[w])
+    w0, start, trained = rewind_point(0)
+    assert torch.equal(start[w], w0[w]) and not torch.equal(trained[w], w0[w])
+    for k in (1, 2):
+        w0_again, start, trained = rewind_point(k)
+        assert torch.equal(w0_again[w], w0[w])  # W0 itself is unchanged
+        assert not torch.equal(start[w], w0[w]) and not torch.equal(start[w], trained[w])
+    assert not torch.equal(rewind_point(1)[1][w], start[w])  # after 1 step != after 2 steps
 
 
 def test_rewind_iteration_within_round_one(tmp_path):
     text = (ROOT / "params.yaml").read_text()
     raw = yaml.safe_load(text)
     assert raw["prune"]["rewind_iteration"] == 0
-    raw["prune"]["rewind_iteration"] = raw["train"]["iterations"]
+    raw["prune"]["rewind_iteration"] = raw["train"]["iterations"] + 1
     path = tmp_path / "params.yaml"
     path.write_text(yaml.safe_dump(raw))
     from classprune.config import load_params

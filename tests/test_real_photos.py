@@ -34,8 +34,9 @@ def test_default_settings_learn_on_real_photographs(tmp_path, monkeypatch):
     """Dense (round-1) red and black from the pretrained W0 reach test AUC >= 0.9 by params alone."""
     import torch
 
-    from classprune import pipeline
+    from classprune import io, pipeline
     from classprune.config import Params
+    from classprune.masks import load_mask
 
     write_real_photo_set(tmp_path / "photos", seed=0)  # 180 positives, 1620 negatives
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
@@ -50,9 +51,10 @@ def test_default_settings_learn_on_real_photographs(tmp_path, monkeypatch):
     pipeline.pretrain(params)
     for scenario in ("red", "black"):
         pipeline.init(params, scenario, 0)
-        pipeline.train_round(params, scenario, 0, 1)
-        result = pipeline.evaluate_round(params, scenario, 0, 1)
-        test = result["test"]
+        pipeline.lt_round(params, scenario, 0, 1)  # round 1: the dense model
+        r1 = pipeline.round_paths(params, scenario, 0, 1)
+        model = pipeline.build(params, 0, io.load_torch(r1.weights))
+        test = pipeline.evaluate_model(params, model, load_mask(r1.mask))["test"]
         print(f"real photos, dense {scenario}: test AUC {test['auc']:.4f} FNR {test['fnr']:.3f} FPR {test['fpr']:.3f}")
         assert test["auc"] >= 0.9, (scenario, test)
         assert 0 < test["tp"] + test["fp"] < test["n"], (scenario, test)  # not a constant predictor
