@@ -3,6 +3,7 @@ import json
 import os
 import re
 import subprocess
+from contextlib import contextmanager
 import sys
 from pathlib import Path
 
@@ -115,16 +116,23 @@ def _stale(proj: Path) -> set[str]:
     return set(json.loads(run(proj, "dvc", "status", "--json")))
 
 
-def _with_params(proj: Path, edit) -> set[str]:
+@contextmanager
+def _edited_params(proj: Path, edit):
+    """params.yaml with ``edit`` applied for the duration of the block, then its original bytes back."""
     path = proj / "params.yaml"
     original = path.read_text()
     data = yaml.safe_load(original)
     edit(data)
     path.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
-        return _stale(proj)
+        yield
     finally:
         path.write_text(original)
+
+
+def _with_params(proj: Path, edit) -> set[str]:
+    with _edited_params(proj, edit):
+        return _stale(proj)
 
 
 def test_dependency_hygiene_dropout_retrains_and_eval_batch_size_does_not(project):
@@ -153,18 +161,13 @@ def test_a_dataset_outside_the_repo_is_a_dependency(project, tmp_path):
     before = _with_params(proj, point_at_outside)
     assert "prepare" in before
     # record the folder's state as DVC would, then change one image: prepare is stale again
-    path = proj / "params.yaml"
-    original = path.read_text()
-    data = yaml.safe_load(original)
-    point_at_outside(data)
-    path.write_text(yaml.safe_dump(data, sort_keys=False))
     try:
-        run(proj, "dvc", "commit", "-f", "prepare")
-        assert "prepare" not in _stale(proj)
-        next((outside / "Negative").iterdir()).write_bytes(next((outside / "Positive").iterdir()).read_bytes())
-        assert "prepare" in _stale(proj)
+        with _edited_params(proj, point_at_outside):
+            run(proj, "dvc", "commit", "-f", "prepare")
+            assert "prepare" not in _stale(proj)
+            next((outside / "Negative").iterdir()).write_bytes(next((outside / "Positive").iterdir()).read_bytes())
+            assert "prepare" in _stale(proj)
     finally:
-        path.write_text(original)
         run(proj, "dvc", "commit", "-f", "prepare")
 
 
