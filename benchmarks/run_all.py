@@ -1,6 +1,6 @@
 """Run every benchmark, write reports/bench.json (atomically) and print a markdown table for the README.
 
-    python benchmarks/run_all.py                       # prune, masked step, data loading, export (a few minutes)
+    python benchmarks/run_all.py                       # prune, masked step, cpu_isa, data loading, export (a few minutes)
     python benchmarks/run_all.py --pipeline            # + Prefect DAG vs serial dvc repro, no-op repro (tiny)
     python benchmarks/run_all.py --pipeline --profile default --workers 2
     python benchmarks/run_all.py --quick               # fewer repetitions, for a smoke test
@@ -19,6 +19,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import bench_export  # noqa: E402
+import bench_isa  # noqa: E402
 import bench_loader  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_prune  # noqa: E402
@@ -27,7 +28,7 @@ from _common import ROOT, machine, machine_line, markdown_table, set_threads  # 
 
 from classprune.io import write_json  # noqa: E402
 
-BENCHMARKS = ("prune", "step", "loader", "export")
+BENCHMARKS = ("prune", "step", "isa", "loader", "export")
 
 
 def main(argv=None) -> int:
@@ -49,6 +50,8 @@ def main(argv=None) -> int:
         results.append(bench_prune.run(reps=3 if a.quick else 5))
     if "step" in a.only:
         results.append(bench_step.run(reps=8 if a.quick else 30))
+    if "isa" in a.only:
+        results.append(bench_isa.run(reps=8 if a.quick else 20, rounds=2 if a.quick else 4))
     if "loader" in a.only:
         results.append(bench_loader.run(reps=3 if a.quick else 5, train_reps=2 if a.quick else 3,
                                         train_batches=2 if a.quick else 3))

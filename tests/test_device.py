@@ -204,6 +204,7 @@ def test_tiny_pipeline_with_device_cpu(tmp_path, monkeypatch, capsys):
     pipeline.prepare(params)
     pipeline.split(params)
     pipeline.cache(params)
+    pipeline.pretrain(params)
     pipeline.init(params, "red", 0)
     capsys.readouterr()
     pipeline.lt_round(params, "red", 0, 1)

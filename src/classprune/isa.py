@@ -2,7 +2,7 @@
 
 oneDNN and ATen pick kernels per instruction set, so the same stage gives different float bits on an
 AVX-512 machine and on an AVX2 one. Capping both at AVX2 makes the bits the same on either kind (at
-about 1.6x the step time on AVX-512 machines). This module must not import torch: the variables are
+about 1.14x the step time on an AVX-512 machine: benchmarks/bench_isa.py). This module must not import torch: the variables are
 read once, when torch's CPU backends initialise.
 """
 from __future__ import annotations
