@@ -17,9 +17,9 @@ from _project import git, make_project  # noqa: E402
 pytestmark = pytest.mark.slow
 
 
-def run(cwd: Path, *cmd: str, check: bool = True) -> str:
+def run(cwd: Path, *cmd: str, check: bool = True, env: dict | None = None) -> str:
     """stdout + stderr of ``cmd``; the venv's bin first on PATH because stage commands say `python`."""
-    env = {**os.environ, "CLASSPRUNE_THREADS": "2"}
+    env = {**os.environ, "CLASSPRUNE_THREADS": "2", **(env or {})}
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + ":" + env.get("PATH", "")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)
@@ -35,8 +35,17 @@ def ran_stages(output: str) -> list[str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     proj = make_project(tmp_path_factory.mktemp("dvc") / "proj")
-    out = run(proj, "dvc", "repro")
+    out = run(proj, "dvc", "repro", env={"CLASSPRUNE_TIMING_LOG": str(proj.parent / "timing.jsonl")})
     return proj, out
+
+
+def test_every_stage_reports_its_startup_and_compute_cpu(project):
+    """What `make bench` adds up for the start-up share: one line per stage run, both parts measured."""
+    proj, out = project
+    lines = [json.loads(ln) for ln in (proj.parent / "timing.jsonl").read_text().splitlines()]
+    assert len(lines) == len(ran_stages(out))
+    assert {ln["step"] for ln in lines} >= {"prepare", "pretrain", "init", "lt", "evaluate", "report"}
+    assert all(ln["startup_cpu_s"] > 0 and ln["compute_cpu_s"] > 0 for ln in lines)
 
 
 def load(path: Path):

@@ -13,6 +13,7 @@ import json
 import os
 import subprocess
 import sys
+import time
 from collections.abc import Callable, Sequence
 
 from .errors import ClassPruneError
@@ -98,7 +99,9 @@ def run_step(step: str, argv: Sequence[str] | None = None) -> int:
             from .isa import check_pinned
 
             check_pinned(params.train.cpu_isa)
+        started = time.process_time()
         result = fn(params, **args)
+        _log_timing(step, argv, started)
     except (ClassPruneError, ValueError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -107,6 +110,21 @@ def run_step(step: str, argv: Sequence[str] | None = None) -> int:
     elif result is not None:
         print(result)
     return 0
+
+
+def _log_timing(step: str, argv: Sequence[str] | None, started: float) -> None:
+    """With CLASSPRUNE_TIMING_LOG set (make bench), append this stage's CPU seconds before the step (the
+    interpreter and its imports: start-up) and inside it (compute, its loader workers included) as one line."""
+    path = os.environ.get("CLASSPRUNE_TIMING_LOG")
+    if not path:
+        return
+    import resource
+
+    cpu = sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN)
+              for f in ("ru_utime", "ru_stime"))
+    line = json.dumps({"step": step, "argv": list(argv or []), "startup_cpu_s": started, "compute_cpu_s": cpu - started})
+    with open(path, "a") as f:  # one short append per stage: whole lines even with parallel stages
+        f.write(line + "\n")
 
 
 def _pin_isa(argv: Sequence[str]) -> None:
