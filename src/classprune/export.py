@@ -166,6 +166,8 @@ def export_onnx(model: torch.nn.Module, image_size: int, path: str | Path, metad
         program = torch.onnx.export(wrapped, (example,), None, input_names=["image"],
                                     output_names=["logits", "score"], dynamo=True, verbose=False,
                                     dynamic_shapes={"image": {0: torch.export.Dim("batch")}})
+    for node in program.model.graph.all_nodes():  # exporter debug info: stack traces with this machine's paths
+        node.metadata_props.clear()                  # would make the file differ between checkouts
     program.model.metadata_props.update(
         {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
     program.save(str(path))
