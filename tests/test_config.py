@@ -49,8 +49,11 @@ BAD = [
     (r"^    - \{k: 2, prev: 1\}", "    - {k: 2, prev: 0}", "prune.rounds"),
     (r"^  fractions: \[0.7, 0.15, 0.15\]", "  fractions: [0.7, 0.2, 0.2]", "data.fractions"),
     (r"^  source: synthetic", "  source: imagenet", "data.source"),
-    (r"^  lr: 0.01$", "  lr: -1", "train.lr"),
-    (r"^  lr: 0.01$", "  lr: 0.01\n  learning_rate: 0.1", "train.learning_rate"),
+    (r"^  lr: 0.02$", "  lr: -1", "train.lr"),
+    (r"^  lr: 0.02$", "  lr: 0.02\n  learning_rate: 0.1", "train.learning_rate"),
+    (r"^  schedule: cosine ", "  schedule: step ", "train.schedule"),
+    (r"^  warmup: 20 ", "  warmup: 200 ", "train.warmup"),
+    (r"^  warmup: 20 ", "  warmup: -1 ", "train.warmup"),
 ]
 
 

@@ -6,7 +6,7 @@ from classprune.losses import ClassDependentLoss
 from classprune.masks import apply_mask, full_mask, keep_bits, load_mask, remaining, save_mask, sparsity_report, zero_pruned
 from classprune.model import build_model
 from classprune.pruning import CRITERIA, keep_top, prune, rewind
-from classprune.train import TrainingDiverged, first_nonfinite, masked_step, train_masked
+from classprune.train import TrainingDiverged, first_nonfinite, lr_factor, masked_step, train_masked
 
 
 def _trained_like(state, seed=0):
@@ -187,3 +187,42 @@ def test_same_seed_gives_bit_identical_weights(tiny_loader):
         return model.state_dict()
     a, b = run(), run()
     assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+class _Linear(torch.nn.Module):
+    """loss = w: the gradient is exactly 1, so plain SGD moves w by exactly -lr of that step."""
+
+    def __init__(self):
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.zeros((), dtype=torch.float64))
+
+    def forward(self, x):
+        return self.w
+
+
+@pytest.mark.parametrize("schedule,warmup", [("constant", 0), ("constant", 3), ("cosine", 0), ("cosine", 4)])
+def test_each_step_uses_the_scheduled_learning_rate(schedule, warmup):
+    model, steps, seen = _Linear(), 12, []
+    batches = [(torch.zeros(1), torch.zeros(1))]
+    train_masked(model, full_mask(model), batches, lambda out, y: (out, {}), steps, lr=0.1, momentum=0.0,
+                 schedule=schedule, warmup=warmup, on_step=lambda step, m: seen.append(float(m.w.detach())))
+    used = -np.diff([0.0] + seen)
+    expected = [0.1 * lr_factor(s, steps, schedule, warmup) for s in range(steps)]
+    assert used == pytest.approx(expected, rel=1e-9)
+    ramp = used[:warmup + 1]
+    assert all(np.diff(ramp) > 0)                     # warm-up rises to the base lr
+    assert used[warmup] == pytest.approx(0.1 if schedule == "constant" else 0.1 * lr_factor(warmup, steps, schedule, warmup))
+    if schedule == "constant":
+        assert used[warmup:] == pytest.approx([0.1] * (steps - warmup), rel=1e-12)
+        assert all(lr_factor(s, steps) == 1.0 for s in range(steps))  # the default is exactly the paper's SGD
+    else:
+        tail = used[warmup:]
+        assert all(np.diff(tail) < 0) and 0 < tail[-1] < 0.1 * 0.05  # decays to almost 0, never negative
+
+
+def test_unknown_schedule_fails_before_training(tiny_loader):
+    model = build_model(seed=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    with pytest.raises(ValueError, match="train.schedule"):
+        train_masked(model, full_mask(model), tiny_loader, ClassDependentLoss([1.0, 1.0]), 2, schedule="step")
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())

@@ -85,6 +85,9 @@ class Train(_Strict):
     grad_clip: float = Field(1.0, ge=0)  # max gradient norm; 0 disables
     batch_size: int = Field(32, ge=2)
     iterations: int = Field(100, ge=1)
+    # constant: lr every step (the paper's); cosine: linear warm-up over `warmup` steps, then cosine to 0
+    schedule: Literal["constant", "cosine"] = "constant"
+    warmup: int = Field(0, ge=0)
     threads: int = Field(0, ge=0)  # 0: torch's default
     loader_workers: int = Field(1, ge=0)  # processes for training augmentation (per-image transforms)
     margin: float = Field(1.0, gt=0)
@@ -94,6 +97,17 @@ class Train(_Strict):
 
     # auto: cuda when torch sees a GPU, else cpu; cuda without a GPU is an error at the stage (device.py)
     device: str = "auto"
+
+    def sgd(self) -> dict:
+        """The optimiser keywords of ``train.train_masked``: every trainer (LT rounds, baselines) uses them alike."""
+        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
+                "grad_clip": self.grad_clip, "schedule": self.schedule, "warmup": self.warmup}
+
+    @model_validator(mode="after")
+    def _warmup_fits(self):
+        if self.warmup >= self.iterations:
+            raise ValueError(f"train.warmup ({self.warmup}) must be below train.iterations ({self.iterations})")
+        return self
 
     @field_validator("device")
     @classmethod

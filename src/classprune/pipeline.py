@@ -218,8 +218,7 @@ def lt_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     log_device(device, label)  # once the inputs are open: a missing one fails with one line
     snapshot: dict = {}
     late = p.rewind_iteration if k == 1 and p.rewind_iteration > 0 else None
-    losses = train_masked(model, mask, loader, loss, t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip,
-                          desc=label,
+    losses = train_masked(model, mask, loader, loss, t.iterations, **t.sgd(), desc=label,
                           on_step=(lambda step, m: snapshot.update({n: v.detach().cpu().clone() for n, v in m.state_dict().items()}) if step == late
                                    else None) if late else None)
     if late:

@@ -7,6 +7,7 @@ a diverging step leaves at a pruned position becomes 0.0 as well.
 from __future__ import annotations
 
 import itertools
+import math
 import sys
 from collections.abc import Callable, Iterable, Mapping
 
@@ -52,12 +53,27 @@ def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, bits: Mappin
     zero_pruned(params, bits)
 
 
+def lr_factor(step: int, iterations: int, schedule: str = "constant", warmup: int = 0) -> float:
+    """Multiplier of the base lr at 0-based ``step``: a linear warm-up over ``warmup`` steps, then constant
+    or a cosine decay that reaches 0 after the last step (a short round ends with small steps, so the
+    weights it saves are not those of one noisy large step)."""
+    if step < warmup:
+        return (step + 1) / (warmup + 1)
+    if schedule == "constant":
+        return 1.0
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * (step - warmup + 1) / (iterations - warmup + 1)))
+    raise ValueError(f"unknown train.schedule {schedule!r} (constant or cosine)")
+
+
 def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Iterable, loss_fn: nn.Module,
                  iterations: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
-                 grad_clip: float = 0.0, desc: str = "train", check_every: int = 10,
+                 grad_clip: float = 0.0, schedule: str = "constant", warmup: int = 0,
+                 desc: str = "train", check_every: int = 10,
                  on_step: Callable[[int, nn.Module], None] | None = None) -> list[float]:
     """Train ``iterations`` SGD steps, cycling through ``loader``; returns the loss of every step.
 
+    The lr follows ``lr_factor`` (``schedule``, ``warmup``) through torch's LambdaLR.
     Raises TrainingDiverged (one line: where, which tensor, what to change) as soon as the loss or a
     weight is non-finite. ``on_step(step, model)`` runs after every step (1-based; late rewinding takes
     its snapshot there). The loss is checked every step; the weights every ``check_every`` steps and
@@ -69,6 +85,8 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
     bits = keep_bits(mask, params)
     zero_pruned(params, bits)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
+    lr_factor(0, iterations, schedule, warmup)  # an unknown schedule fails before the first step
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, iterations, schedule, warmup))
     model.train()
     losses: list[float] = []
     batches = itertools.chain.from_iterable(itertools.repeat(loader))
@@ -84,6 +102,7 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
             raise TrainingDiverged(f"{desc}: training diverged at step {step + 1} of {iterations} ({where}); {ADVICE}")
         loss.backward()
         masked_step(model, optimizer, bits, grad_clip)
+        scheduler.step()
         losses.append(value)
         if (step + 1) % check_every == 0 or step + 1 == iterations:
             bad = first_nonfinite(model)

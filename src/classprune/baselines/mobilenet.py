@@ -76,7 +76,7 @@ def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
     loss = ClassDependentLoss(gamma, cfg.lam, t.margin).to(device)
     torch.manual_seed(seed * 1000 + 1)
     losses = train_masked(model, mask, pipeline._loader(params, "train", train=True, seed=seed * 1000 + 1, device=device), loss,
-                          t.iterations, t.lr, t.momentum, t.weight_decay, t.grad_clip, desc=cfg.arch)
+                          t.iterations, **t.sgd(), desc=cfg.arch)
     recalibrate_batchnorm(model, pipeline._loader(params, "train", train=False, device=device), device)
     result = pipeline.evaluate_model(params, model, mask)
     n_params = count_parameters(model)

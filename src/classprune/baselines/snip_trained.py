@@ -32,7 +32,7 @@ def snip_trained(params: Params, seed: int, device: torch.device) -> list[dict]:
         model.load_state_dict(w0)  # every level starts from W0; train_masked makes a fresh optimizer
         torch.manual_seed(seed * 1000 + k)  # dropout, as in the LT round k
         loader = pipeline._loader(params, "train", train=True, seed=seed * 1000 + k, device=device)
-        losses = train_masked(model, mask, loader, loss, t.iterations, t.lr, t.momentum, t.weight_decay,
-                              t.grad_clip, desc=f"snip_trained level {k}")
+        losses = train_masked(model, mask, loader, loss, t.iterations, **t.sgd(),
+                              desc=f"snip_trained level {k}")
         out.append({"round": k, "final_loss": losses[-1], **pipeline.evaluate_model(params, model, mask)})
     return out
