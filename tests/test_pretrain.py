@@ -78,7 +78,7 @@ def test_late_rewinding_rewinds_to_the_round_one_weights_after_k_steps(tmp_path,
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["model"]["pretrained"] = "none"
     raw["data"]["augment"] = "none"
-    raw["train"].update(iterations=3, batch_size=8, loader_workers=0, threads=1)
+    raw["train"].update(iterations=3, warmup=1, batch_size=8, loader_workers=0, threads=1)
     raw["run"]["seeds"] = [0]
 
     def rewind_point(k):
