@@ -37,6 +37,7 @@ def main(argv=None) -> int:
     p.add_argument("--pipeline", action="store_true", help="also time the whole pipeline (minutes)")
     p.add_argument("--profile", default="tiny", help="profile of --pipeline: tiny, default (params.yaml) or a path")
     p.add_argument("--workers", type=int, default=2, help="Prefect workers of --pipeline")
+    p.add_argument("--keep", metavar="DIR", help="--pipeline builds its two copies in DIR and keeps them")
     p.add_argument("--threads", type=int, help="torch threads of the in-process benchmarks (default: torch's)")
     p.add_argument("--quick", action="store_true", help="fewer repetitions (smoke test; noisier)")
     p.add_argument("--out", default=str(ROOT / "reports" / "bench.json"))
@@ -58,7 +59,7 @@ def main(argv=None) -> int:
     if "export" in a.only:
         results.append(bench_export.run(reps=10 if a.quick else 50))
     if a.pipeline:
-        results.append(bench_pipeline.run(a.profile, a.workers))
+        results.append(bench_pipeline.run(a.profile, a.workers, a.keep))
     rows = [r for res in results for r in res["rows"]]
     table = markdown_table(rows)
     report = {

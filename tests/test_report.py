@@ -126,3 +126,17 @@ def test_write_reports_writes_metrics_curves_figures_selection_and_summary(tmp_p
     summary = (out / "summary.md").read_text()
     assert "| red | none |" in summary
     assert "| black | 25.00 |" in summary.split("FN budget")[1]
+
+
+def test_collapse_table_counts_constant_models_and_those_that_no_longer_rank(tmp_path):
+    params = _params(tmp_path, scenarios=("red", "black"), seeds=(0, 1), rounds=3)
+    red = [_chain("red", s, [0.2, 1.0, 1.0]) for s in (0, 1)]
+    for chain in red:  # rounds 2-3 all-negative on test; seed 0's round 3 gives every image one score
+        for rd in chain["rounds"][1:]:
+            rd["test"] = _split(1.0, auc=0.8, constant=True)
+    red[0]["rounds"][2]["test"]["auc"] = 0.5
+    _write(tmp_path, red + [_chain("black", s, [0.1, 0.2, 0.3]) for s in (0, 1)])
+    write_reports(params, tmp_path, tmp_path / "out")
+    table = (tmp_path / "out" / "summary.md").read_text().split("## Collapses")[1]
+    assert "| red | 4 | 6 | 4 | 0 | 1 |" in table
+    assert "| black | 0 | 6 | 0 | 0 | 0 |" in table

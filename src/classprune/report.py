@@ -194,12 +194,15 @@ def summary_markdown(params: Params, df: pd.DataFrame, agg: pd.DataFrame, diffs:
             lines.append(f"| {r.method} | {r.remaining * 100:.2f} | {cells[0]} | {cells[1]} |")
     test = df[df["split"] == split]
     lines += ["", f"## Collapses ({split} split)", "",
-              "Constant predictors among all (seed, level) models of each method:", "",
-              "| method | constant | of | all-negative | all-positive |", "|---|---:|---:|---:|---:|"]
+              "Constant predictors among all (seed, level) models of each method. `AUC 0.500`: those of them that "
+              "rank no better than chance, so no threshold rescues them (a dead ticket); the other constant models "
+              "still rank, and a threshold chosen on val (the `OP` columns) can use that.", "",
+              "| method | constant | of | all-negative | all-positive | AUC 0.500 |", "|---|---:|---:|---:|---:|---:|"]
     for method, g in test.groupby("method"):
         neg = int(((g["tp"] + g["fp"]) == 0).sum())
         pos = int(((g["tn"] + g["fn"]) == 0).sum())
-        lines.append(f"| {method} | {int(g['constant'].sum())} | {len(g)} | {neg} | {pos} |")
+        dead = int((g["constant"] & (g["auc"] == 0.5)).sum())
+        lines.append(f"| {method} | {int(g['constant'].sum())} | {len(g)} | {neg} | {pos} | {dead} |")
     lines += ["", f"## FN budget, chosen on val: smallest level whose mean val FNR is within "
               f"{params.report.fn_margin} of the dense val FNR, no seed constant on val", "",
               f"Test metrics of the chosen level (mean ± CI over seeds); the shipped checkpoint is seed {seeds[0]}'s.", "",
