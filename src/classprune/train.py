@@ -85,7 +85,7 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
     bits = keep_bits(mask, params)
     zero_pruned(params, bits)
     optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=momentum, weight_decay=weight_decay)
-    lr_factor(0, iterations, schedule, warmup)  # an unknown schedule fails before the first step
+    # LambdaLR evaluates step 0 when built, so an unknown schedule fails here, before the first step
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, iterations, schedule, warmup))
     model.train()
     losses: list[float] = []
