@@ -1,7 +1,9 @@
 """params.yaml validation: every mistake is one line naming the key, and the CLI exits non-zero."""
+import os
 import re
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -81,3 +83,33 @@ def test_cli_reports_bad_params_in_one_line_with_nonzero_exit(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and proc.stderr.startswith("error: ") and "prune.rate" in proc.stderr
     assert "Traceback" not in proc.stderr
+
+
+_EXIT = """
+import multiprocessing, sys, time
+from classprune.cli import _exit
+if __name__ == "__main__":
+    if sys.argv[1] == "child":
+        multiprocessing.Process(target=time.sleep, args=(1.5,)).start()
+    print("the stage's last line", end="")  # unflushed: a pipe is block-buffered
+    print("and its error", end="", file=sys.stderr)
+    _exit(3)
+"""
+
+
+@pytest.mark.parametrize("child", ["none", "child"])
+def test_stage_exit_keeps_status_and_buffered_output_and_waits_for_children(tmp_path, child):
+    """Stages leave with os._exit (no interpreter teardown); nothing printed may be lost, and a live child
+    process (a loader worker) makes it take the normal exit, which waits for that child."""
+    script = tmp_path / "stage.py"
+    script.write_text(_EXIT)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONUNBUFFERED"}  # buffered, as under dvc
+    with open(tmp_path / "out", "w") as out, open(tmp_path / "err", "w") as err:
+        started = time.monotonic()
+        proc = subprocess.run([sys.executable, str(script), child], stdout=out, stderr=err, env=env, timeout=60)
+        took = time.monotonic() - started
+    assert proc.returncode == 3
+    assert (tmp_path / "out").read_text() == "the stage's last line"
+    assert (tmp_path / "err").read_text() == "and its error"
+    if child == "child":
+        assert took >= 1.5, "the normal exit joins a live child"
