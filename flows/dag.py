@@ -56,10 +56,12 @@ def load_dag(repo_dir: str | Path = ".", targets: list[str] | None = None,
     and one ``repo.status`` call: the status is the expensive part (it hashes dependencies).
     """
     import networkx as nx
-    from dvc.repo import Repo
+    from dvc.repo import Repo, lock_repo
 
     root = Path(repo_dir).resolve()
-    with Repo(str(root)) as repo:
+    # one repo lock around graph and status: DVC builds its index once (each locked call would rebuild
+    # it), and the two see the same dvc.yaml and dvc.lock
+    with Repo(str(root)) as repo, lock_repo(repo):
         graph = repo.index.graph                      # edges point from a stage to its dependencies
         # Upstream first; among stages free to start, the longest remaining chain first (train before
         # evaluate), then dvc.yaml order: the flow submits ready stages in this order.

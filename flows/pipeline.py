@@ -189,13 +189,15 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
     """
     log = get_run_logger()
     repo = str(Path(repo_dir).resolve())
-    stages = load_dag(repo, targets)
+    stages = _dag(repo, targets)
+    if not stages:
+        log.info("0 stage(s) to run")
+        return Completed(message="pipeline up to date")
     threads = threads_per_worker or stage_threads(repo, workers)
-    gpu = stage_gpu(repo)
+    # importing torch to look for a GPU costs seconds: only when a stage that computes will run
+    gpu = stage_gpu(repo) if any(s.base in GPU_STAGES for s in stages) else None
     log.info(f"{len(stages)} stage(s) to run with {workers} {task_runner} worker(s), {threads} thread(s) each"
              + (f"; GPU stages on {gpu}, {gpu_slots} at a time" if gpu else ""))
-    if not stages:
-        return Completed(message="pipeline up to date")
     stage_task = run_stage.with_options(retries=retries)
     bin_dir = str(Path(sys.executable).parent)
     futures, active, done = {}, {}, set()
@@ -218,6 +220,33 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
         return Failed(message=f"{len(failed)} stage(s) failed: {', '.join(failed)} ({msgs}); "
                               f"{len(not_run)} downstream stage(s) not run: {', '.join(not_run)}")
     return Completed(message=f"{len(states)} stage(s) run")
+
+
+_PREFETCHED: dict[tuple, object] = {}   # (repo, targets) -> Future of load_dag, started by prefetch_dag
+
+
+def _dag_key(repo_dir: str, targets: list[str] | None) -> tuple:
+    return str(Path(repo_dir).resolve()), tuple(targets or ())
+
+
+def prefetch_dag(repo_dir: str, targets: list[str] | None) -> None:
+    """Start DVC's status check (seconds: it hashes every dependency) in a forked process now, so that it
+    runs beside the temporary Prefect server's start-up instead of after it (a thread would share the GIL
+    with that start-up); the flow takes the result."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork") if sys.platform == "linux" else None)
+    _PREFETCHED[_dag_key(repo_dir, targets)] = pool.submit(load_dag, repo_dir, targets)
+    pool.shutdown(wait=False)
+
+
+def _dag(repo_dir: str, targets: list[str] | None):
+    future = _PREFETCHED.pop(_dag_key(repo_dir, targets), None)
+    if future is not None:
+        with contextlib.suppress(Exception):  # a failure is raised again, unpickled, by the call below
+            return future.result()
+    return load_dag(repo_dir, targets)
 
 
 def add_runner_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -246,6 +275,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--gpu-slots", type=int, default=1, help="GPU stages running at once per device (default: 1)")
     a = add_runner_args(p).parse_args(argv)
     check_dask(p, a.dask)
+    prefetch_dag(a.repo, a.targets or None)
     state = dvc_pipeline(workers=a.workers, targets=a.targets or None, retries=a.retries,
                          threads_per_worker=a.threads, repo_dir=a.repo, gpu_slots=a.gpu_slots, return_state=True,
                          **runner_args(a.dask))

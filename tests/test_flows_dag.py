@@ -57,6 +57,23 @@ def test_targets_select_a_scenario_and_its_upstream(project):
         load_dag(project, ["nope"])
 
 
+def test_the_prefetched_dag_is_the_flows_dag_and_an_error_is_raised_in_the_flow(project):
+    """main() starts DVC's status check in another process before the Prefect server starts; the flow
+    takes that result once, and a failure there surfaces as the same one-line error as without it."""
+    from flows import pipeline
+    from flows.dag import load_dag
+
+    pipeline.prefetch_dag(str(project), ["red"])
+    [future] = pipeline._PREFETCHED.values()
+    expected = load_dag(project, ["red"])
+    assert future.result(timeout=120) == expected      # computed in the other process
+    assert pipeline._dag(str(project), ["red"]) == expected
+    assert not pipeline._PREFETCHED, "taken once"
+    pipeline.prefetch_dag(str(project), ["nope"])
+    with pytest.raises(ValueError, match="unknown targets .'nope'."):
+        pipeline._dag(str(project), ["nope"])
+
+
 def test_fanout_params_edit_keeps_the_file_readable(tmp_path):
     from classprune.config import load_params
     from flows.fanout import set_params
