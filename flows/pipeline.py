@@ -236,7 +236,8 @@ def prefetch_dag(repo_dir: str, targets: list[str] | None) -> None:
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor
 
-    pool = ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("fork") if sys.platform == "linux" else None)
+    context = multiprocessing.get_context("fork") if sys.platform == "linux" else None  # elsewhere: spawn
+    pool = ProcessPoolExecutor(1, mp_context=context)
     _PREFETCHED[_dag_key(repo_dir, targets)] = pool.submit(load_dag, repo_dir, targets)
     pool.shutdown(wait=False)
 
