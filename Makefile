@@ -51,7 +51,7 @@ browser-deps:
 	test -x /usr/bin/chromium || { apt-cache show chromium >/dev/null 2>&1 || apt-get update; apt-get install -y chromium; }
 
 ## Benchmarks against the reference ways (prune loop, dense step, file loaders): reports/bench.json + a table.
-## Includes the Prefect DAG vs serial `dvc repro` on the default profile and the no-op repro (about 90 min
+## Includes the Prefect DAG vs serial `dvc repro` on the default profile and the no-op repro (about 80 min
 ## with the 3-seed default: both full runs, one after the other);
 ## BENCH_ARGS= runs only the in-process benchmarks (a few minutes).
 BENCH_ARGS ?= --pipeline --profile default --workers 2
