@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import contextvars
 import os
 import subprocess
 import sys
@@ -121,8 +122,11 @@ def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str, gpu: str | 
     with device_slot(gpu, Path(repo_dir) / ".dvc" / "tmp" / "gpu-slots", gpu_slots):
         with subprocess.Popen(cmd, cwd=repo_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, bufsize=1) as proc:
-            # stderr on a thread, stdout here: neither pipe can fill up and block the stage
-            reader = threading.Thread(target=_pump, args=(proc.stderr, log, err), daemon=True)
+            # stderr on a thread, stdout here: neither pipe can fill up and block the stage. The thread runs
+            # in this task's context: a bare thread has Prefect's import-time settings, so its log lines
+            # would go to a temporary server of its own instead of the flow's server.
+            reader = threading.Thread(target=contextvars.copy_context().run, args=(_pump, proc.stderr, log, err),
+                                      daemon=True)
             reader.start()
             _pump(proc.stdout, log, None)
             reader.join()

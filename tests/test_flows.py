@@ -100,6 +100,10 @@ def test_parallel_flow_completes_like_dvc_repro(runs):
     lock = yaml.safe_load((repo / "dvc.lock").read_text())
     assert set(lock["stages"]) == {s.name for s in stages}
     assert reports(repo) == reports(runs["serial"])
+    # every log line went to this server: no thread of the flow fell back to a temporary server of its own
+    from prefect.server.api.server import SubprocessASGIServer
+
+    assert not SubprocessASGIServer._instances, "a temporary Prefect server was started in this process"
 
 
 def test_up_to_date_pipeline_runs_nothing(runs):
@@ -189,5 +193,6 @@ def test_fanout_leaves_params_yaml_unchanged_and_streams_stage_output(runs, pref
                       json={"limit": 200, "sort": "TIMESTAMP_DESC"}).raise_for_status().json()
     # the stages' output lines (INFO); the module's failing-stage test left an ERROR traceback on this server
     task_lines = [lg["message"] for lg in logs if lg.get("task_run_id") and lg["level"] == 20]
-    assert any(m.startswith("Running stage '") for m in task_lines), task_lines[:20]
+    assert any(m.startswith("Running stage '") for m in task_lines), task_lines[:20]            # stdout
+    assert any(m.startswith("classprune red seed 0") for m in task_lines), task_lines[:20]       # stderr
     assert all("\n" not in m.strip() for m in task_lines)     # one record per output line
