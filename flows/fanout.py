@@ -38,7 +38,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed
 
-from flows.pipeline import add_runner_args, check_dask, dvc_pipeline, exit_status, runner_args
+from flows.pipeline import add_runner_args, check_dask, dvc_pipeline, exit_status, prefetch_dag, runner_args
 
 METRIC_COLUMNS = ("method", "seed", "round", "split", "remaining", "auc", "accuracy", "fnr", "fpr")
 
@@ -169,6 +169,8 @@ def main(argv: list[str] | None = None) -> int:
     p = parser()
     a = p.parse_args(argv)
     check_dask(p, a.dask)
+    if not (a.scenarios or a.seeds or a.datasets):   # else the flow edits params.yaml first: nothing to reuse
+        prefetch_dag(a.repo, None)
     state = classprune_fanout(scenarios=a.scenarios or None, seeds=a.seeds or None, datasets=a.datasets or None,
                               workers=a.workers, retries=a.retries, threads=a.threads, repo_dir=a.repo,
                               return_state=True, **runner_args(a.dask))

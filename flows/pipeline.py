@@ -226,11 +226,18 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
     return Completed(message=f"{len(states)} stage(s) run")
 
 
-_PREFETCHED: dict[tuple, object] = {}   # (repo, targets) -> Future of load_dag, started by prefetch_dag
+# (repo, targets) -> (params.yaml's bytes then, Future of load_dag), started by prefetch_dag
+_PREFETCHED: dict[tuple, tuple[bytes, object]] = {}
 
 
 def _dag_key(repo_dir: str, targets: list[str] | None) -> tuple:
     return str(Path(repo_dir).resolve()), tuple(targets or ())
+
+
+def _params_bytes(repo_dir: str) -> bytes:
+    """The stage graph follows params.yaml (scenarios, seeds): a prefetched graph holds only while it is unchanged."""
+    path = Path(repo_dir) / "params.yaml"
+    return path.read_bytes() if path.is_file() else b""
 
 
 def prefetch_dag(repo_dir: str, targets: list[str] | None) -> None:
@@ -242,13 +249,13 @@ def prefetch_dag(repo_dir: str, targets: list[str] | None) -> None:
 
     context = multiprocessing.get_context("fork") if sys.platform == "linux" else None  # elsewhere: spawn
     pool = ProcessPoolExecutor(1, mp_context=context)
-    _PREFETCHED[_dag_key(repo_dir, targets)] = pool.submit(load_dag, repo_dir, targets)
+    _PREFETCHED[_dag_key(repo_dir, targets)] = _params_bytes(repo_dir), pool.submit(load_dag, repo_dir, targets)
     pool.shutdown(wait=False)
 
 
 def _dag(repo_dir: str, targets: list[str] | None):
-    future = _PREFETCHED.pop(_dag_key(repo_dir, targets), None)
-    if future is not None:
+    params, future = _PREFETCHED.pop(_dag_key(repo_dir, targets), (None, None))
+    if future is not None and params == _params_bytes(repo_dir):
         with contextlib.suppress(Exception):  # a failure is raised again, unpickled, by the call below
             return future.result()
     return load_dag(repo_dir, targets)

@@ -64,7 +64,7 @@ def test_the_prefetched_dag_is_the_flows_dag_and_an_error_is_raised_in_the_flow(
     from flows.dag import load_dag
 
     pipeline.prefetch_dag(str(project), ["red"])
-    [future] = pipeline._PREFETCHED.values()
+    [(_, future)] = pipeline._PREFETCHED.values()
     expected = load_dag(project, ["red"])
     assert future.result(timeout=120) == expected      # computed in the other process
     assert pipeline._dag(str(project), ["red"]) == expected
@@ -72,6 +72,21 @@ def test_the_prefetched_dag_is_the_flows_dag_and_an_error_is_raised_in_the_flow(
     pipeline.prefetch_dag(str(project), ["nope"])
     with pytest.raises(ValueError, match="unknown targets .'nope'."):
         pipeline._dag(str(project), ["nope"])
+    # params.yaml changed after the prefetch (as the fan-out does): the graph is read again
+    from flows.fanout import set_params
+
+    params = project / "params.yaml"
+    original = params.read_bytes()
+    pipeline.prefetch_dag(str(project), None)
+    [(_, future)] = pipeline._PREFETCHED.values()
+    assert "init@red-0" in {s.name for s in future.result(timeout=120)}   # read before the edit
+    try:
+        set_params(params, seeds=[3])
+        names = {s.name for s in pipeline._dag(str(project), None)}
+    finally:
+        params.write_bytes(original)
+    assert "init@red-3" in names and "init@red-0" not in names
+    assert not pipeline._PREFETCHED
 
 
 def test_fanout_params_edit_keeps_the_file_readable(tmp_path):
