@@ -40,7 +40,7 @@ def _worker(reps: int, size: int, batch: int, threads: int) -> None:
     for i in range(reps + 3):
         t0 = time.perf_counter()
         opt.zero_grad(set_to_none=True)
-        loss, _ = loss_fn(model(x), y)
+        loss = loss_fn(model(x), y)
         loss.backward()
         masked_step(model, opt, bits, 1.0)
         if i >= 3:  # warm-up steps excluded

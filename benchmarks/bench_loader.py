@@ -85,7 +85,7 @@ def _train_step(size: int):
 
     def step(x, y):
         opt.zero_grad(set_to_none=True)
-        loss, _ = loss_fn(model(x), y)
+        loss = loss_fn(model(x), y)
         loss.backward()
         opt.step()
     return step

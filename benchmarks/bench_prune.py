@@ -30,7 +30,8 @@ RATE = 0.5
 def _state(seed: int = 0):
     """W0, a 'trained' state (W0 plus small updates) and the all-ones mask of round 1."""
     from classprune.masks import full_mask
-    from classprune.model import NUM_PARAMETERS, build_model, count_parameters
+    from classprune.constants import NUM_PARAMETERS
+    from classprune.model import build_model, count_parameters
 
     model = build_model(seed=seed)
     assert count_parameters(model) == NUM_PARAMETERS

@@ -19,7 +19,7 @@ pointing at the same Prefect server as the flow.
 
 Threads: each stage gets CLASSPRUNE_THREADS = ``threads_per_worker``, or else params.yaml's train.threads
 lowered to cpu_count // workers (at least 1; train.threads 0 means that many), which the stages apply to
-torch (classprune.pipeline.set_threads), so workers x threads fits the CPU.
+torch (classprune.device.set_threads), so workers x threads fits the CPU.
 
 GPU: stages that compute on ``train.device`` (train, evaluate, baseline, pretrain) hold a slot of that
 device while they run when it resolves to a CUDA GPU: ``gpu_slots`` per device (default 1), file locks under
@@ -37,8 +37,6 @@ import os
 import subprocess
 import sys
 import threading
-import time
-from collections.abc import Iterator
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -47,6 +45,7 @@ from prefect.futures import as_completed
 from prefect.states import Completed, Failed
 
 from flows.dag import load_dag
+from flows.gpu import GPU_STAGES, device_slot, stage_gpu
 
 
 class StageFailed(RuntimeError):
@@ -55,53 +54,6 @@ class StageFailed(RuntimeError):
 
 class DaskMissing(RuntimeError):
     """--dask without the optional [dask] extra installed; the message says what to install."""
-
-
-GPU_STAGES = ("lt", "evaluate", "baseline", "pretrain")  # stage kinds that compute on train.device
-
-
-def stage_gpu(repo_dir: str) -> str | None:
-    """The CUDA device GPU stages will use (``cuda:N``), or None when they run on the CPU: params.yaml's
-    train.device resolved as the stages resolve it (auto: a GPU when torch sees one)."""
-    import yaml
-
-    path = Path(repo_dir) / "params.yaml"
-    params = yaml.safe_load(path.read_text()) if path.is_file() else None
-    name = str(((params or {}).get("train") or {}).get("device") or "auto").lower()
-    if name == "cpu":
-        return None
-    import torch
-
-    if not torch.cuda.is_available():
-        return None  # auto means cpu; an explicit cuda fails in the stage with its own one-line error
-    return name if ":" in name else "cuda:0"
-
-
-@contextlib.contextmanager
-def device_slot(gpu: str | None, lock_dir: Path, slots: int = 1, poll_s: float = 0.5) -> Iterator[None]:
-    """Hold one of ``slots`` exclusive slots of ``gpu`` (flock'ed files, released if the process dies), so
-    GPU stages do not oversubscribe the device; no-op for CPU stages (``gpu`` None)."""
-    if gpu is None:
-        yield
-        return
-    import fcntl
-
-    lock_dir.mkdir(parents=True, exist_ok=True)
-    while True:
-        for j in range(max(1, slots)):
-            fd = os.open(lock_dir / f"{gpu.replace(':', '')}-slot{j}.lock", os.O_CREAT | os.O_RDWR, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                continue
-            try:
-                yield
-            finally:
-                fcntl.flock(fd, fcntl.LOCK_UN)
-                os.close(fd)
-            return
-        time.sleep(poll_s)
 
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False)
@@ -154,12 +106,10 @@ def stage_threads(repo_dir: str, workers: int) -> int:
     """params.yaml's train.threads, lowered to cpu_count // workers when it would oversubscribe the CPU
     (0 means as many as fit). Results are bit-identical only at equal thread counts, so the flow keeps the
     count `dvc repro` uses whenever the CPU allows it."""
-    import yaml
+    from classprune.config import load_train
 
     fit = max(1, (os.cpu_count() or 1) // workers)
-    path = Path(repo_dir) / "params.yaml"
-    params = yaml.safe_load(path.read_text()) if path.is_file() else None
-    wanted = int(((params or {}).get("train") or {}).get("threads") or 0)
+    wanted = load_train(Path(repo_dir) / "params.yaml").threads
     return min(wanted, fit) if wanted > 0 else fit
 
 

@@ -1,4 +1,4 @@
-"""DVC stage `cache`: see classprune.pipeline / classprune.cli."""
+"""DVC stage `cache`: see classprune.cli.STEPS."""
 from classprune.cli import run_stage
 
 if __name__ == "__main__":

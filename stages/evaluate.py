@@ -1,4 +1,4 @@
-"""DVC stage `evaluate`: see classprune.pipeline / classprune.cli."""
+"""DVC stage `evaluate`: see classprune.cli.STEPS."""
 from classprune.cli import run_stage
 
 if __name__ == "__main__":

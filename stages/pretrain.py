@@ -1,5 +1,5 @@
 """DVC stage `pretrain`: W0's conv features learned once on the synthetic source task (model.pretrained:
-source). See classprune.pipeline.pretrain / classprune.pretrain."""
+source). See classprune.pretrain.pretrain."""
 from classprune.cli import run_stage
 
 if __name__ == "__main__":

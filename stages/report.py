@@ -1,4 +1,4 @@
-"""DVC stage `report`: see classprune.pipeline / classprune.cli."""
+"""DVC stage `report`: see classprune.cli.STEPS."""
 from classprune.cli import run_stage
 
 if __name__ == "__main__":

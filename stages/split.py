@@ -1,4 +1,4 @@
-"""DVC stage `split`: see classprune.pipeline / classprune.cli."""
+"""DVC stage `split`: see classprune.cli.STEPS."""
 from classprune.cli import run_stage
 
 if __name__ == "__main__":

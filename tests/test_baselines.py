@@ -1,4 +1,4 @@
-"""Baselines (issue 6): SNIP scores, L-OBS saliency and update, MobileNet, and the stage's round JSONs."""
+"""Baselines: SNIP scores, L-OBS saliency and update, MobileNet, and the stage's round JSONs."""
 import json
 
 import numpy as np
@@ -12,7 +12,8 @@ from classprune.baselines import mobilenet as bl_mobilenet
 from classprune.baselines import snip as bl_snip  # noqa: F401 - registers the "snip" criterion
 from classprune.errors import ClassPruneError, ConfigError
 from classprune.masks import full_mask
-from classprune.model import NUM_PARAMETERS, count_parameters
+from classprune.constants import NUM_PARAMETERS
+from classprune.model import count_parameters
 from classprune.pruning import CRITERIA, keep_top, prune
 
 
@@ -151,7 +152,9 @@ def test_mobilenet_has_two_outputs_and_counts_against_alexnet():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 60-image cache at 64 px and the red chain's W0 and dense round 1, as the DVC stages leave them."""
-    from classprune import pipeline
+    from classprune import evaluation, lottery, paths
+    from classprune.data import steps
+    from classprune.pretrain import pretrain as pretrain_step
     from classprune.config import Params
     from classprune.data import cache, sources, split, synthetic
 
@@ -171,8 +174,8 @@ def tiny_run(tmp_path_factory):
     })
     with pytest.MonkeyPatch.context() as mp:
         mp.chdir(root)
-        pipeline.init(params, "red", 0)
-        pipeline.lt_round(params, "red", 0, 1)
+        lottery.init(params, "red", 0)
+        lottery.train_round(params, "red", 0, 1)
     return root, params
 
 

@@ -113,3 +113,40 @@ def test_stage_exit_keeps_status_and_buffered_output_and_waits_for_children(tmp_
     assert (tmp_path / "err").read_text() == "and its error"
     if child == "child":
         assert took >= 1.5, "the normal exit joins a live child"
+
+
+def _differing_defaults(model_cls, raw: dict, prefix: str = "") -> list[str]:
+    from pydantic import BaseModel
+
+    out = []
+    for name, field in model_cls.model_fields.items():
+        key = prefix + name
+        ann = field.annotation
+        if isinstance(ann, type) and issubclass(ann, BaseModel):
+            out += _differing_defaults(ann, raw.get(name, {}), key + ".")
+        elif not field.is_required() and name in raw:
+            default = field.get_default(call_default_factory=True)
+            if isinstance(default, dict):
+                default = {k: v.model_dump() if isinstance(v, BaseModel) else v for k, v in default.items()}
+            if (list(default) if isinstance(default, tuple) else default) != raw[name]:
+                out.append(f"{key}: config.py {default!r}, params.yaml {raw[name]!r}")
+    return out
+
+
+def test_config_defaults_are_params_yaml():
+    """One source of truth: a default in config.py is the value params.yaml holds (or config.py has none)."""
+    import yaml
+
+    from classprune.config import Params
+
+    assert _differing_defaults(Params, yaml.safe_load(Path("params.yaml").read_text())) == []
+
+
+def test_config_is_a_leaf_without_torch():
+    """The flows read params through config; importing and validating it must not import torch."""
+    code = ("import sys; from classprune.config import load_params; load_params('params.yaml'); "
+            "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('classprune')))")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    leaves = {"classprune", "classprune.config", "classprune.constants", "classprune.errors", "classprune.scenarios",
+              "classprune.baselines", "classprune.baselines.registry", "classprune.baselines.config"}
+    assert set(eval(out)) <= leaves, out

@@ -1,4 +1,4 @@
-"""Paper-scale data path (issue 14): generation and decoding in worker processes give the same bytes as one
+"""Paper-scale data path: generation and decoding in worker processes give the same bytes as one
 process, and the cache's memory stays bounded by a few chunks, not by the data set."""
 from __future__ import annotations
 

@@ -1,4 +1,4 @@
-"""train.device (issue 14): resolution and its errors, every tensor of a step on the model's device (checked
+"""train.device: resolution and its errors, every tensor of a step on the model's device (checked
 without a GPU by a stub device), and the tiny pipeline with `device: cpu` set explicitly."""
 from __future__ import annotations
 
@@ -173,7 +173,7 @@ def test_stub_device_catches_a_batch_left_behind():
         model.to(torch.device("cpu"))
         loss = ClassDependentLoss([1.0, 1.0]).to(torch.device("cpu"))
         x, y = next(iter(_loader()))
-        loss(model(x), y)[0].backward()
+        loss(model(x), y).backward()
     assert stub.violations[0] == "conv2d"  # the first conv mixes the stray batch with on-device weights
 
 
@@ -188,7 +188,9 @@ def test_loss_moves_gamma_with_to():
 def test_tiny_pipeline_with_device_cpu(tmp_path, monkeypatch, capsys):
     """`train.device: cpu` set explicitly (the tiny profile): data, init, a round trained, evaluated and pruned;
     the stage logs its device once, and the checkpoints hold CPU tensors that load weights_only."""
-    from classprune import pipeline
+    from classprune import evaluation, lottery, paths
+    from classprune.data import steps
+    from classprune.pretrain import pretrain as pretrain_step
     from classprune.config import load_params
 
     from classprune.profiles import merged_params
@@ -201,16 +203,16 @@ def test_tiny_pipeline_with_device_cpu(tmp_path, monkeypatch, capsys):
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(raw))
     monkeypatch.chdir(tmp_path)
     params = load_params("params.yaml")
-    pipeline.prepare(params)
-    pipeline.split(params)
-    pipeline.cache(params)
-    pipeline.pretrain(params)
-    pipeline.init(params, "red", 0)
+    steps.prepare(params)
+    steps.split(params)
+    steps.cache(params)
+    pretrain_step(params)
+    lottery.init(params, "red", 0)
     capsys.readouterr()
-    pipeline.lt_round(params, "red", 0, 1)
+    lottery.train_round(params, "red", 0, 1)
     assert capsys.readouterr().err.count("device cpu") == 1
-    pipeline.lt_round(params, "red", 0, 2)
-    result = pipeline.evaluate_chain(params, "red", 0)
+    lottery.train_round(params, "red", 0, 2)
+    result = evaluation.evaluate_chain(params, "red", 0)
     assert all(0.0 <= f <= 1.0 for f in result["test_fnr"])
     for name in ("weights.pt", "mask.pt", "rewound.pt"):
         state = torch.load(tmp_path / "models" / "red" / "seed_0" / "round_2" / name, weights_only=True)

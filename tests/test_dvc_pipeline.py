@@ -12,7 +12,7 @@ import torch
 import yaml
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _project import git, make_project  # noqa: E402
+from _project import ROOT, git, make_project  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -35,8 +35,41 @@ def ran_stages(output: str) -> list[str]:
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     proj = make_project(tmp_path_factory.mktemp("dvc") / "proj")
-    out = run(proj, "dvc", "repro", env={"CLASSPRUNE_TIMING_LOG": str(proj.parent / "timing.jsonl")})
+    out = run(proj, "dvc", "repro", env={"CLASSPRUNE_TIMING_LOG": str(proj.parent / "timing.jsonl"),
+                                         "CLASSPRUNE_MODULES_LOG": str(proj.parent / "modules.jsonl")})
     return proj, out
+
+
+# Loaded by every stage but unable to change a result: the CLI dispatch, params validation (params.yaml names
+# every key, and test_config checks config's defaults equal it), error types, atomic file writes, facts that
+# tests check (constants), package markers and the baselines' name registry and params section.
+PLUMBING = {"src/classprune/__init__.py", "src/classprune/cli.py", "src/classprune/config.py",
+            "src/classprune/constants.py", "src/classprune/errors.py", "src/classprune/io.py",
+            "src/classprune/scenarios.py", "src/classprune/data/__init__.py", "src/classprune/baselines/__init__.py",
+            "src/classprune/baselines/registry.py", "src/classprune/baselines/config.py"}
+
+
+def missing_code_deps(modules_log: Path, dvc_yaml: Path) -> dict[str, list[str]]:
+    """Per stage kind: project source files a stage loaded that its dvc.yaml deps do not list."""
+    stages = yaml.safe_load(dvc_yaml.read_text())["stages"]
+    missing: dict[str, set[str]] = {}
+    for line in modules_log.read_text().splitlines():
+        entry = json.loads(line)
+        deps = {d if isinstance(d, str) else next(iter(d)) for d in stages[entry["step"]].get("deps", [])}
+        lacking = set(entry["files"]) - deps - PLUMBING
+        if lacking:
+            missing.setdefault(entry["step"], set()).update(lacking)
+    return {k: sorted(v) for k, v in missing.items()}
+
+
+def test_every_stage_lists_the_code_it_loads_as_deps(project):
+    """Stale caching made impossible to miss: every project module a stage imported while it ran is a dep
+    of that stage in dvc.yaml (or named plumbing above), so changing it reruns the stage."""
+    proj, _ = project
+    log = proj.parent / "modules.jsonl"
+    seen = {json.loads(line)["step"] for line in log.read_text().splitlines()}
+    assert seen >= {"prepare", "split", "cache", "pretrain", "init", "lt", "evaluate", "report", "baseline", "export"}
+    assert missing_code_deps(log, ROOT / "dvc.yaml") == {}
 
 
 def test_every_stage_reports_its_startup_and_compute_cpu(project):

@@ -1,4 +1,4 @@
-"""The deployable model (issue 15): sparse files, ONNX, deploy.json, sizes, predict, DVC artifacts."""
+"""The deployable model: sparse files, ONNX, deploy.json, sizes, predict, DVC artifacts."""
 import json
 import os
 import shutil
@@ -16,6 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _project import ROOT, make_project  # noqa: E402
 
 from classprune import export as ex  # noqa: E402
+from classprune import sparse as sp  # noqa: E402
 from classprune.errors import CheckpointError  # noqa: E402
 from classprune.masks import full_mask, save_mask  # noqa: E402
 from classprune.model import build_model  # noqa: E402
@@ -98,7 +99,7 @@ def test_stage_exports_the_selected_model_and_skips_null(project):
 
 def test_sparse_fp32_round_trip_gives_identical_logits(project, batch):
     proj, _ = project
-    exported = ex.load_sparse(proj / "models/export/black/sparse_fp32.pt")
+    exported = sp.load_sparse(proj / "models/export/black/sparse_fp32.pt")
     with torch.no_grad():
         assert torch.equal(exported(batch), _checkpoint_model(proj / "models/black/round_7/weights.pt")(batch))
 
@@ -112,16 +113,16 @@ def test_sparse_files_load_with_weights_only_and_fp16_is_close(project, batch):
     assert "indices" in raw["tensors"]["features.3.weight"]
     with torch.no_grad():
         ref = _checkpoint_model(proj / "models/black/round_7/weights.pt")(batch)
-        half = ex.load_sparse(d / "sparse_fp16.pt")(batch)
+        half = sp.load_sparse(d / "sparse_fp16.pt")(batch)
     assert torch.allclose(half, ref, rtol=1e-2, atol=1e-2) and not torch.equal(half, ref)
 
 
 def test_bitmask_is_chosen_when_it_is_smaller(tmp_path):
     weights, mask = _pruned_round(tmp_path, 0.125)
-    sparse = ex.to_sparse(torch.load(weights, weights_only=True), torch.load(mask, weights_only=True))
+    sparse = sp.to_sparse(torch.load(weights, weights_only=True), torch.load(mask, weights_only=True))
     e = sparse["tensors"]["features.3.weight"]
     assert "bitmask" in e and "indices" not in e
-    state = ex.from_sparse(sparse)
+    state = sp.from_sparse(sparse)
     assert all(torch.equal(state[n], t) for n, t in torch.load(weights, weights_only=True).items())
 
 
@@ -248,7 +249,7 @@ def test_damaged_sparse_file_is_refused_with_one_line(project, tmp_path, damage)
     shutil.copytree(proj / "models/export/black", d)
     damage(d / "sparse_fp32.pt")
     with pytest.raises(CheckpointError) as err:
-        ex.load_sparse(d / "sparse_fp32.pt")
+        sp.load_sparse(d / "sparse_fp32.pt")
     msg = str(err.value)
     assert "\n" not in msg and str(d / "sparse_fp32.pt") in msg
     proc = _run(proj, sys.executable, "-m", "classprune.cli", "predict", "--model", str(d), "--images",
@@ -303,4 +304,4 @@ def test_a_registered_artifact_version_resolves_to_a_loadable_model(project):
     assert Path(art["path"]) == Path("models/export/black")
     assert art["rev"] == subprocess.run(["git", "rev-parse", "HEAD"], cwd=proj, capture_output=True,
                                         text=True).stdout.strip()
-    ex.load_sparse(proj / art["path"] / "sparse_fp32.pt")
+    sp.load_sparse(proj / art["path"] / "sparse_fp32.pt")

@@ -26,7 +26,7 @@ def test_dag_is_dvc_order_with_upstream_edges(project):
 
     stages = load_dag(project)                       # fresh copy: everything is stale
     names = [s.name for s in stages]
-    # export (issue 15) follows the report through reports/selection.json once report writes it
+    # export follows the report through reports/selection.json once report writes it
     assert set(names[:4]) == {"prepare", "split", "cache", "pretrain"}
     assert [n for n in names if n != "export"][-1] == "report"
     pos = {n: i for i, n in enumerate(names)}
@@ -121,8 +121,10 @@ def test_stage_threads_keep_train_threads_unless_the_cpu_is_oversubscribed(tmp_p
     assert stage_threads(str(tmp_path), workers) == expected
 
 
-def test_stage_threads_without_params_use_the_cpu_share(tmp_path, monkeypatch):
+def test_stage_threads_without_params_use_config_defaults(tmp_path, monkeypatch):
+    """No params.yaml: the flow takes train.threads's default from config, as the stages would."""
+    from classprune.config import Train
     from flows.pipeline import stage_threads
 
     monkeypatch.setattr("os.cpu_count", lambda: 4)
-    assert stage_threads(str(tmp_path), 2) == 2
+    assert stage_threads(str(tmp_path), 2) == min(Train().threads, 2)

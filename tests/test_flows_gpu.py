@@ -1,4 +1,4 @@
-"""The flow on a GPU machine (issue 14): GPU stages hold a device slot, so they never share the GPU beyond
+"""The flow on a GPU machine: GPU stages hold a device slot, so they never share the GPU beyond
 ``gpu_slots``; CPU stages never wait for one."""
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import time
 import pytest
 import torch
 
-from flows.pipeline import GPU_STAGES, device_slot, stage_gpu
+from flows.gpu import GPU_STAGES, device_slot, stage_gpu
 
 
 def _overlap(gpu, slots, tmp_path, n=3):

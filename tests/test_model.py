@@ -2,7 +2,8 @@ import pytest
 import torch
 
 from classprune.errors import CheckpointError
-from classprune.model import NUM_PARAMETERS, build_model, count_parameters
+from classprune.constants import NUM_PARAMETERS
+from classprune.model import build_model, count_parameters
 
 
 def test_alexnet_256_8_8_2_has_the_papers_parameter_count():

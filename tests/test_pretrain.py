@@ -5,7 +5,9 @@ import pytest
 import torch
 import yaml
 
-from classprune import io, pipeline
+from classprune import evaluation, io, lottery, paths
+from classprune.data import steps
+from classprune.pretrain import pretrain as pretrain_step
 from classprune.config import Params
 from classprune.errors import CheckpointError, ConfigError, DataError
 from classprune.model import build_model
@@ -40,14 +42,14 @@ def test_w0_shares_features_across_seeds_and_scenarios(tmp_path, monkeypatch):
     assert params.model.pretrained == "source"
     monkeypatch.chdir(tmp_path)
     with pytest.raises(DataError, match="pretrain"):
-        pipeline.init(params, "red", 0)
+        lottery.init(params, "red", 0)
     features = _features()
-    io.save_torch(pipeline.PRETRAINED_FEATURES, features)
+    io.save_torch(paths.PRETRAINED_FEATURES, features)
     w0 = {}
     for scenario in ("red", "black"):
         for seed in (0, 1):
-            pipeline.init(params, scenario, seed)
-            w0[scenario, seed] = io.load_torch(pipeline.round_paths(params, scenario, seed, 0).rewound)
+            lottery.init(params, scenario, seed)
+            w0[scenario, seed] = io.load_torch(paths.round_paths(params, scenario, seed, 0).rewound)
     for state in w0.values():
         assert all(torch.equal(state[f"features.{k}"], v) for k, v in features.items())
     for seed in (0, 1):  # every scenario of a seed starts from the same W0
@@ -84,9 +86,9 @@ def test_late_rewinding_rewinds_to_the_round_one_weights_after_k_steps(tmp_path,
     def rewind_point(k):
         raw["prune"]["rewind_iteration"] = k
         params = Params.model_validate(raw)
-        pipeline.init(params, "red", 0)
-        pipeline.lt_round(params, "red", 0, 1)
-        r0, r1 = pipeline.round_paths(params, "red", 0, 0), pipeline.round_paths(params, "red", 0, 1)
+        lottery.init(params, "red", 0)
+        lottery.train_round(params, "red", 0, 1)
+        r0, r1 = paths.round_paths(params, "red", 0, 0), paths.round_paths(params, "red", 0, 1)
         return io.load_torch(r0.rewound), io.load_torch(r1.rewound), io.load_torch(r1.weights)
 
     w = "classifier.6.weight"

@@ -121,7 +121,7 @@ def test_nonfinite_gradients_at_pruned_positions_do_not_reach_the_weights(tiny_l
     x, y = next(iter(tiny_loader))
     for _ in range(2):  # twice: the momentum buffer must not carry a NaN either
         opt.zero_grad()
-        ClassDependentLoss([1.0, 5.0], 5.0)(model(x), y)[0].backward()
+        ClassDependentLoss([1.0, 5.0], 5.0)(model(x), y).backward()
         with torch.no_grad():
             for n, m in mask.items():
                 params[n].grad[~m] = float("nan")
@@ -204,7 +204,7 @@ class _Linear(torch.nn.Module):
 def test_each_step_uses_the_scheduled_learning_rate(schedule, warmup):
     model, steps, seen = _Linear(), 12, []
     batches = [(torch.zeros(1), torch.zeros(1))]
-    train_masked(model, full_mask(model), batches, lambda out, y: (out, {}), steps, lr=0.1, momentum=0.0,
+    train_masked(model, full_mask(model), batches, lambda out, y: out, steps, lr=0.1, momentum=0.0,
                  schedule=schedule, warmup=warmup, on_step=lambda step, m: seen.append(float(m.w.detach())))
     used = -np.diff([0.0] + seen)
     expected = [0.1 * lr_factor(s, steps, schedule, warmup) for s in range(steps)]

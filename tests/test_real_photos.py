@@ -34,7 +34,9 @@ def test_default_settings_learn_on_real_photographs(tmp_path, monkeypatch):
     """Dense (round-1) red and black from the pretrained W0 reach test AUC >= 0.9 by params alone."""
     import torch
 
-    from classprune import io, pipeline
+    from classprune import evaluation, io, lottery, paths
+    from classprune.data import steps
+    from classprune.pretrain import pretrain as pretrain_step
     from classprune.config import Params
     from classprune.masks import load_mask
 
@@ -45,16 +47,16 @@ def test_default_settings_learn_on_real_photographs(tmp_path, monkeypatch):
     assert params.model.pretrained == "source"
     monkeypatch.chdir(tmp_path)
     torch.set_num_threads(2)
-    pipeline.prepare(params)
-    pipeline.split(params)
-    pipeline.cache(params)
-    pipeline.pretrain(params)
+    steps.prepare(params)
+    steps.split(params)
+    steps.cache(params)
+    pretrain_step(params)
     for scenario in ("red", "black"):
-        pipeline.init(params, scenario, 0)
-        pipeline.lt_round(params, scenario, 0, 1)  # round 1: the dense model
-        r1 = pipeline.round_paths(params, scenario, 0, 1)
-        model = pipeline.build(params, 0, io.load_torch(r1.weights))
-        test = pipeline.evaluate_model(params, model, load_mask(r1.mask))["test"]
+        lottery.init(params, scenario, 0)
+        lottery.train_round(params, scenario, 0, 1)  # round 1: the dense model
+        r1 = paths.round_paths(params, scenario, 0, 1)
+        model = lottery.build(params, 0, io.load_torch(r1.weights))
+        test = evaluation.evaluate_model(params, model, load_mask(r1.mask))["test"]
         print(f"real photos, dense {scenario}: test AUC {test['auc']:.4f} FNR {test['fnr']:.3f} FPR {test['fpr']:.3f}")
         assert test["auc"] >= 0.9, (scenario, test)
         assert 0 < test["tp"] + test["fp"] < test["n"], (scenario, test)  # not a constant predictor

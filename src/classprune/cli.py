@@ -18,70 +18,34 @@ from collections.abc import Callable, Sequence
 
 from .errors import ClassPruneError
 
-# name -> one-line help; the pipeline function's arguments beyond ``params`` become required CLI options.
-STEP_HELP = {
-    "prepare": "index the dataset (or generate the synthetic one)",
-    "split": "imbalanced, stratified train/val/test split",
-    "cache": "decode and resize every image once into data/cache",
-    "pretrain": "W0's conv features learned once on the synthetic source task",
-    "init": "W0 and the full mask of a scenario and seed (round 0)",
-    "lt": "one lottery-ticket round k: prune round k-1, rewind, train",
-    "evaluate": "AUC-ROC, accuracy, FNR, FPR of every round of a chain",
-    "report": "means, CIs, paired differences, FN budget, figures",
-    "baseline": "a comparison method (SNIP, L-OBS, MobileNet), 1 seed",
-    "export": "the chosen models as sparse + ONNX files for a device",
+# The one dispatch table of the pipeline's steps: name -> (one-line help, "module:function"). The function's
+# arguments beyond ``params`` become required CLI options (``k`` is ``--round``).
+STEPS: dict[str, tuple[str, str]] = {
+    "prepare": ("index the dataset (or generate the synthetic one)", "data.steps:prepare"),
+    "split": ("imbalanced, stratified train/val/test split", "data.steps:split"),
+    "cache": ("decode and resize every image once into data/cache", "data.steps:cache"),
+    "pretrain": ("W0's conv features learned once on the synthetic source task", "pretrain:pretrain"),
+    "init": ("W0 and the full mask of a scenario and seed (round 0)", "lottery:init"),
+    "lt": ("one lottery-ticket round k: prune round k-1, rewind, train", "lottery:train_round"),
+    "evaluate": ("AUC-ROC, accuracy, FNR, FPR of every round of a chain", "evaluation:evaluate_chain"),
+    "report": ("means, CIs, paired differences, FN budget, figures", "report:report"),
+    "baseline": ("a comparison method (SNIP, L-OBS, MobileNet), 1 seed", "baselines:run_baseline"),
+    "export": ("the chosen models as sparse + ONNX files for a device", "export:export_selection"),
 }
-STEPS = tuple(STEP_HELP)
-_FUNCS = {"lt": "lt_round", "evaluate": "evaluate_chain", "report": "report"}
 
 
 def _resolve(step: str) -> Callable:
-    from . import pipeline
+    from importlib import import_module
 
-    if step == "baseline":  # --- baselines (issue 6) ---
-        from .baselines import run_baseline
-        return run_baseline
-    if step == "export":
-        from .export import export_selection
-
-        def export(params) -> dict:
-            """Export each scenario's selected model (reports/selection.json) to models/export/<scenario>/."""
-            return export_selection(params)
-        return export
-    if step == "report":
-        from .config import Params
-        from .report import write_reports
-
-        def report(params: Params) -> None:
-            agg = write_reports(params, extra=shortcut_line())
-            _print_table(agg, params)
-        return report
-    return getattr(pipeline, _FUNCS.get(step, step))
-
-
-def shortcut_line() -> dict:
-    """The darkest-pixel AUC on the test split: how far a one-number darkness shortcut gets (target <= 0.75)."""
-    from .data.cache import load_split
-    from .data.synthetic import darkest_pixel_auc
-    from .pipeline import CACHE
-
-    test = load_split(CACHE, "test")
-    return {"Darkest-pixel shortcut": f"test AUC {darkest_pixel_auc(test.images, test.labels):.3f} of the "
-            "score -min(grey) alone, beside the models' below (a task it solves would measure darkness, "
-            "not crack shape; target <= 0.75)"}
-
-
-def _print_table(agg, params) -> None:
-    sub = agg[agg["split"] == params.report.split]
-    cols = ["method", "round", "remaining", "auc", "accuracy", "fnr", "fpr"]
-    print(sub[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))
+    module, func = STEPS[step][1].split(":")
+    return getattr(import_module(f"{__package__}.{module}"), func)
 
 
 def _parser(step: str, fn: Callable) -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=f"classprune {step}", description=(fn.__doc__ or "").split("\n")[0])
     p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
     for name, prm in inspect.signature(fn).parameters.items():
-        if name == "params":
+        if name == "params" or prm.default is not inspect.Parameter.empty:
             continue
         flag = "--round" if name == "k" else f"--{name}"
         p.add_argument(flag, dest=name, required=True, type=int if prm.annotation in (int, "int") else str)
@@ -102,6 +66,7 @@ def run_step(step: str, argv: Sequence[str] | None = None) -> int:
         started = time.process_time()
         result = fn(params, **args)
         _log_timing(step, argv, started)
+        _log_modules(step, argv)
     except (ClassPruneError, ValueError, FloatingPointError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -125,6 +90,19 @@ def _log_timing(step: str, argv: Sequence[str] | None, started: float) -> None:
     line = json.dumps({"step": step, "argv": list(argv or []), "startup_cpu_s": started, "compute_cpu_s": cpu - started})
     with open(path, "a") as f:  # one short append per stage: whole lines even with parallel stages
         f.write(line + "\n")
+
+
+def _log_modules(step: str, argv: Sequence[str] | None) -> None:
+    """With CLASSPRUNE_MODULES_LOG set (the stage-deps test), append the project source files this step
+    loaded, relative to the project root, as one line: what its DVC stage must list as deps."""
+    path = os.environ.get("CLASSPRUNE_MODULES_LOG")
+    if not path:
+        return
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    files = sorted({os.path.relpath(f, root) for m in list(sys.modules.values())
+                    if (f := getattr(m, "__file__", None)) and os.path.abspath(f).startswith(os.path.join(root, "src", ""))})
+    with open(path, "a") as f:
+        f.write(json.dumps({"step": step, "argv": list(argv or []), "files": files}) + "\n")
 
 
 def _pin_isa(argv: Sequence[str]) -> None:
@@ -166,7 +144,7 @@ def run_predict(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--model", required=True, help="export dir holding deploy.json and sparse_fp32.pt")
     p.add_argument("--images", required=True, help="a folder of images (or one image file)")
     a = p.parse_args(argv)
-    from .export import predict, read_deploy
+    from .predict import predict, read_deploy
 
     try:
         info = read_deploy(a.model)
@@ -245,7 +223,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
     "profile": ("show/apply a profile (--exp: dvc exp run, --write)",
                 run_profile),
     "predict": ("score images with an exported model (models/export/<scenario>)", run_predict),
-    **{step: (help_, lambda argv, step=step: _pin_isa(argv) or run_step(step, argv)) for step, help_ in STEP_HELP.items()},
+    **{step: (help_, lambda argv, step=step: _pin_isa(argv) or run_step(step, argv)) for step, (help_, _) in STEPS.items()},
 }
 
 

@@ -8,10 +8,10 @@ from typing import Literal
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
-from .device import DEVICE_PATTERN
+from .baselines.config import Baselines
+from .constants import DEVICE_PATTERN, LT_CRITERIA, MIN_IMAGE_SIZE, NUM_PARAMETERS
 from .errors import ConfigError
-from .model import MIN_IMAGE_SIZE, NUM_PARAMETERS
-from .scenarios import SCENARIOS, GammaValue, Scenario
+from .scenarios import SCENARIOS, Scenario
 
 DEFAULT_PARAMS = Path("params.yaml")
 
@@ -62,7 +62,7 @@ class Data(_Strict):
 class ModelCfg(_Strict):
     # source: features pretrained on the synthetic source task (the pretrain stage) + a seeded fresh head
     pretrained: Literal["source", "none", "imagenet"] = "source"
-    dropout: float = Field(0.5, ge=0, lt=1)
+    dropout: float = Field(0.0, ge=0, lt=1)
 
 
 class Pretrain(_Strict):
@@ -79,29 +79,24 @@ class Pretrain(_Strict):
 
 
 class Train(_Strict):
-    lr: float = Field(0.01, gt=0)
+    lr: float = Field(0.02, gt=0)
     momentum: float = Field(0.9, ge=0, lt=1)
     weight_decay: float = Field(0.0, ge=0)
-    grad_clip: float = Field(1.0, ge=0)  # max gradient norm; 0 disables
+    grad_clip: float = Field(2.0, ge=0)  # max gradient norm; 0 disables
     batch_size: int = Field(32, ge=2)
-    iterations: int = Field(100, ge=1)
+    iterations: int = Field(200, ge=1)
     # constant: lr every step (the paper's); cosine: linear warm-up over `warmup` steps, then cosine to 0
-    schedule: Literal["constant", "cosine"] = "constant"
-    warmup: int = Field(0, ge=0)
-    threads: int = Field(0, ge=0)  # 0: torch's default
+    schedule: Literal["constant", "cosine"] = "cosine"
+    warmup: int = Field(20, ge=0)
+    threads: int = Field(1, ge=0)  # 0: torch's default
     loader_workers: int = Field(1, ge=0)  # processes for training augmentation (per-image transforms)
     margin: float = Field(1.0, gt=0)
     # Kernels' instruction set, pinned before torch starts (classprune.isa): avx2 gives the same bits on
     # AVX-512 and AVX2 machines; native is faster on AVX-512 machines but their bits differ.
-    cpu_isa: Literal["native", "avx2"] = "native"
+    cpu_isa: Literal["native", "avx2"] = "avx2"
 
     # auto: cuda when torch sees a GPU, else cpu; cuda without a GPU is an error at the stage (device.py)
     device: str = "auto"
-
-    def sgd(self) -> dict:
-        """The optimiser keywords of ``train.train_masked``: every trainer (LT rounds, baselines) uses them alike."""
-        return {"lr": self.lr, "momentum": self.momentum, "weight_decay": self.weight_decay,
-                "grad_clip": self.grad_clip, "schedule": self.schedule, "warmup": self.warmup}
 
     @model_validator(mode="after")
     def _warmup_fits(self):
@@ -134,17 +129,34 @@ class Prune(_Strict):
     scope: Literal["layerwise", "global"] = "layerwise"
     criterion: str = "magnitude_increase"
     include_biases: bool = True
+    # tensors never pruned (open_lth's pruning_layers_to_ignore), e.g. [classifier.6.weight]: the output layer
+    ignore: list[str] = []
+    # tensors pruned at their own rate, each on its own (Frankle & Carbin: the output layer at half the rate)
+    layer_rates: dict[str, float] = {}
     rewind_iteration: int = Field(0, ge=0)  # late rewinding: rewind to the weights after this many round-1 steps
     rounds: list[Round]
 
     @field_validator("criterion")
     @classmethod
     def _known_criterion(cls, v):
-        from .pruning import CRITERIA
-
-        if v not in CRITERIA:
-            raise ValueError(f"unknown criterion {v!r}; allowed: {', '.join(sorted(CRITERIA))}")
+        if v not in LT_CRITERIA:
+            raise ValueError(f"unknown criterion {v!r}; allowed: {', '.join(LT_CRITERIA)}")
         return v
+
+    @field_validator("layer_rates")
+    @classmethod
+    def _rates(cls, v):
+        bad = {n: r for n, r in v.items() if not 0 < r < 1}
+        if bad:
+            raise ValueError(f"every rate must be in (0, 1), got {bad}")
+        return v
+
+    @model_validator(mode="after")
+    def _ignored_not_rated(self):
+        both = sorted(set(self.ignore) & set(self.layer_rates))
+        if both:
+            raise ValueError(f"{both} are both ignored and given a rate; name each tensor in one of them")
+        return self
 
     @field_validator("rounds")
     @classmethod
@@ -186,49 +198,6 @@ class Report(_Strict):
     split: Literal["val", "test"] = "test"
 
 
-# --- baselines (issue 6) ---
-class SnipCfg(_Strict):
-    batches: int = Field(4, ge=1)  # training batches averaged into the connection sensitivity
-
-
-class SnipTrainedCfg(SnipCfg):
-    loss: str = "ce"  # ce: plain cross-entropy (the paper's); or a scenario name: its loss of round k
-
-
-class LobsCfg(_Strict):
-    batches: int = Field(4, ge=1)  # training batches whose layer inputs form the Hessians
-    damp: float = Field(0.01, gt=0)  # (H + damp * mean(diag H) I)^-1: H is rank-deficient on few batches
-    block_mb: int = Field(256, ge=1)  # memory budget of one block of per-row OBS solves
-
-
-class MobileNetCfg(_Strict):
-    # The class-dependent loss it trains with (default: the black scenario's later rounds). Its own values,
-    # not a scenario reference, so tuning a scenario does not rerun the baselines.
-    gamma: GammaValue = 5.0
-    lam: float = Field(5.0, ge=0)
-    arch: Literal["mobilenet_v3_small", "mobilenet_v2"] = "mobilenet_v3_small"
-
-
-class Baselines(_Strict):
-    """Comparison methods of the paper; one block per method so DVC reruns only the one that changed."""
-
-    methods: list[str] = ["snip", "snip_trained", "lobs", "mobilenet"]
-    source_scenario: str = "red"  # its round_0 W0 feeds SNIP, its dense round-1 weights feed L-OBS
-    snip: SnipCfg = SnipCfg()
-    snip_trained: SnipTrainedCfg = SnipTrainedCfg()
-    lobs: LobsCfg = LobsCfg()
-    mobilenet: MobileNetCfg = MobileNetCfg()
-
-    @field_validator("methods")
-    @classmethod
-    def _known_methods(cls, v):
-        from .baselines.registry import METHODS  # names only: importing the methods would import config
-
-        unknown = [m for m in v if m not in METHODS]
-        if unknown or len(set(v)) != len(v):
-            raise ValueError(f"unknown or repeated method(s) {unknown or v}; allowed: {', '.join(sorted(METHODS))}")
-        return v
-# --- end baselines ---
 
 
 class Params(_Strict):
@@ -261,7 +230,7 @@ class Params(_Strict):
         return self
 
     @model_validator(mode="after")
-    def _baselines_consistent(self):  # --- baselines (issue 6) ---
+    def _baselines_consistent(self):
         b = self.baselines
         if b.methods and b.source_scenario not in self.run.scenarios:
             raise ValueError(f"baselines.source_scenario {b.source_scenario!r} must be one of run.scenarios "
@@ -292,6 +261,17 @@ def _format(err: ValidationError, path: Path) -> str:
     extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     got = f", got {e['input']!r}" if "input" in e and not isinstance(e["input"], (dict, list)) else ""
     return f"{path}: {key}: {msg}{got}{extra}"
+
+
+def load_train(path: str | Path = DEFAULT_PARAMS) -> Train:
+    """params.yaml's ``train`` section alone, validated, config's defaults where it is missing: what the flows
+    need (threads, device) without requiring a complete params file."""
+    path = Path(path)
+    raw = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
+    try:
+        return Train.model_validate(raw.get("train") or {})
+    except ValidationError as exc:
+        raise ConfigError(_format(exc, path).replace(f"{path}: ", f"{path}: train.", 1)) from None
 
 
 def load_params(path: str | Path = DEFAULT_PARAMS) -> Params:

@@ -10,9 +10,8 @@ import sys
 
 import torch
 
+from .constants import DEVICE_PATTERN
 from .errors import ConfigError
-
-DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 
 
 def resolve_device(name: str = "auto") -> torch.device:
@@ -63,3 +62,11 @@ def log_device(device: torch.device, stage: str) -> None:
 def state_to_cpu(state: dict) -> dict:
     """A state_dict with every tensor on the CPU (detached), for device-independent checkpoints."""
     return {k: v.detach().cpu() if isinstance(v, torch.Tensor) else v for k, v in state.items()}
+
+
+def set_threads(default: int) -> None:
+    """CLASSPRUNE_THREADS (set by the parallel flow) wins over ``default`` (train.threads), so workers x threads
+    fits the CPU; 0 keeps torch's default."""
+    n = int(os.environ.get("CLASSPRUNE_THREADS", default) or 0)
+    if n > 0:
+        torch.set_num_threads(n)

@@ -110,8 +110,10 @@ def plot_figure(agg: pd.DataFrame, split: str, params: Params, path: Path, *,
     base += sorted(set(sub["method"]) - set(scen) - set(base))
     order = base + scen                       # drawn in this order: scenarios on top
     offsets = _offsets([m for m in order if (sub["method"] == m).sum() > 1])   # single points keep their x
-    levels = sorted(set((sub.loc[sub["kind"] == "scenario", "remaining"] * 100).round(6)) or
-                    set((sub["remaining"] * 100).round(6)), reverse=True)
+    # x: the kept share of all parameters, so a layer left unpruned is not counted as sparse
+    xcol = "remaining_all" if "remaining_all" in sub else "remaining"
+    levels = sorted(set((sub.loc[sub["kind"] == "scenario", xcol] * 100).round(6)) or
+                    set((sub[xcol] * 100).round(6)), reverse=True)
 
     fig, axes = plt.subplots(2, 2, figsize=(14, 9.5), sharex=True)
     handles: dict[str, object] = {}
@@ -120,7 +122,7 @@ def plot_figure(agg: pd.DataFrame, split: str, params: Params, path: Path, *,
             g = sub[sub["method"] == method].sort_values("remaining", ascending=False)
             if g.empty:
                 continue
-            x = g["remaining"].to_numpy() * 100
+            x = g[xcol].to_numpy() * 100
             y = g[key].to_numpy(dtype=float)
             ci = g[f"{key}_ci95"].to_numpy(dtype=float) if f"{key}_ci95" in g else None
             is_scenario = method in scen
@@ -155,7 +157,7 @@ def plot_figure(agg: pd.DataFrame, split: str, params: Params, path: Path, *,
         ax.grid(True, alpha=0.3)
         ax.tick_params(labelbottom=True)
     for ax in axes[1]:
-        ax.set_xlabel("remaining weights (%, log scale)")
+        ax.set_xlabel("remaining weights (% of all parameters, log scale)")
     labels = {m: handles[m].get_label() for m in order if m in handles}
     refs = [k for k in handles if k.startswith("_ref")]
     fig.legend([handles[m] for m in scen + base if m in handles] + [handles[k] for k in refs],

@@ -10,7 +10,6 @@ import tempfile
 from pathlib import Path
 from typing import Any, Iterator
 
-import yaml
 
 
 @contextlib.contextmanager
@@ -46,10 +45,6 @@ def write_json(path: str | os.PathLike, obj: Any) -> None:
 
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
-
-
-def write_yaml(path: str | os.PathLike, obj: Any) -> None:
-    write_text(path, yaml.safe_dump(obj, sort_keys=False))
 
 
 def save_torch(path: str | os.PathLike, obj: Any) -> None:

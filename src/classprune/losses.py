@@ -59,13 +59,15 @@ class ClassDependentLoss(nn.Module):
         self.register_buffer("gamma", torch.tensor(list(gamma), dtype=torch.float32))
         self.lam, self.margin = float(lam), float(margin)
 
-    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def parts(self, logits: torch.Tensor, targets: torch.Tensor) -> dict[str, torch.Tensor]:
+        """The weighted cross-entropy and the ranking loss apart, for whoever logs them (tensors: no host sync)."""
         # Mean of gamma-weighted per-sample losses (not weight-normalised): gamma scales the positives'
         # pull even in a batch that holds one class only.
         wce = (F.cross_entropy(logits, targets, reduction="none") * self.gamma[targets]).mean()
-        total = wce
-        shr = torch.zeros((), device=logits.device)
-        if self.lam > 0:
-            shr = squared_hinge_ranking(positive_score(logits), targets, self.margin)
-            total = wce + self.lam * shr
-        return total, {"wce": float(wce.detach()), "shr": float(shr.detach())}
+        shr = (squared_hinge_ranking(positive_score(logits), targets, self.margin) if self.lam > 0
+               else torch.zeros((), device=logits.device))
+        return {"wce": wce, "shr": shr}
+
+    def forward(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        p = self.parts(logits, targets)
+        return p["wce"] + self.lam * p["shr"] if self.lam > 0 else p["wce"]

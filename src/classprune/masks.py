@@ -1,14 +1,14 @@
 """Pruning masks: one bool tensor per prunable parameter, keyed by the parameter's state_dict name."""
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING
 
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from .errors import CheckpointError, ConfigError
 from .io import load_torch, save_torch
 
 if TYPE_CHECKING:
@@ -28,9 +28,14 @@ def prunable_names(model: nn.Module, include_biases: bool = True) -> list[str]:
     return names
 
 
-def full_mask(model: nn.Module, include_biases: bool = True) -> Mask:
+def full_mask(model: nn.Module, include_biases: bool = True, ignore: Iterable[str] = ()) -> Mask:
+    """All-ones mask of the prunable tensors; ``ignore`` names tensors never pruned (left out of the mask)."""
+    names, ignore = prunable_names(model, include_biases), set(ignore)
+    unknown = sorted(ignore - set(names))
+    if unknown:
+        raise ConfigError(f"prune.ignore names {unknown}, which are not prunable tensors; prunable: {', '.join(names)}")
     params = dict(model.named_parameters())
-    return {n: torch.ones_like(params[n], dtype=torch.bool) for n in prunable_names(model, include_biases)}
+    return {n: torch.ones_like(params[n], dtype=torch.bool) for n in names if n not in ignore}
 
 
 # Same-width integer dtypes, to AND a float tensor's bits with a mask's.
@@ -78,8 +83,16 @@ def masked(tensor: torch.Tensor, keep: torch.Tensor) -> torch.Tensor:
 
 
 def remaining(mask: Mapping[str, torch.Tensor]) -> float:
+    """Kept fraction of the prunable weights (the tensors in ``mask``): the paper's x axis."""
     total = sum(m.numel() for m in mask.values())
     return sum(int(m.sum()) for m in mask.values()) / total
+
+
+def remaining_all(mask: Mapping[str, torch.Tensor], n_parameters: int) -> float:
+    """Kept fraction of all ``n_parameters``: tensors never pruned (biases, ignored layers) count as kept,
+    so a model whose output layer is left whole is not credited with a sparsity it does not have."""
+    pruned = sum(m.numel() - int(m.sum()) for m in mask.values())
+    return (n_parameters - pruned) / n_parameters
 
 
 def sparsity_report(mask: Mapping[str, torch.Tensor]) -> pd.DataFrame:

@@ -16,7 +16,6 @@ from tqdm.auto import tqdm
 from .model import positive_score
 
 METRIC_KEYS = ("auc", "accuracy", "fnr", "fpr")
-EXTRA_KEYS = ("balanced_accuracy",)
 
 
 @torch.no_grad()

@@ -14,9 +14,6 @@ from torch import nn
 
 from .errors import CheckpointError
 
-NUM_PARAMETERS = 2_471_842
-# Smallest input that survives AlexNet's stride-4 conv and three 3x3/2 max-pools.
-MIN_IMAGE_SIZE = 63
 # source: features pretrained on the synthetic source task (classprune.pretrain), the offline stand-in for
 # ImageNet; imagenet: torchvision's weights; none: a plain seeded init.
 PRETRAINED = ("source", "none", "imagenet")

@@ -102,3 +102,16 @@ def pretrain_features(out_path: str | os.PathLike | None = None, *, steps: int =
 def build_w0(features: Mapping[str, torch.Tensor], seed: int, dropout: float = 0.5) -> nn.Module:
     """W0 of one seed: the shared pretrained features + a fresh 256-8-8-2 head initialised from ``seed``."""
     return build_model("source", seed=seed, dropout=dropout, features=features)
+
+
+def pretrain(params) -> dict:
+    """The pretrain stage: learn W0's features once on the synthetic source task (model.pretrained: source)."""
+    from .device import set_threads
+    from .paths import PRETRAINED_FEATURES
+
+    set_threads(params.train.threads)
+    p = params.pretrain
+    result = pretrain_features(PRETRAINED_FEATURES, steps=p.steps, batch_size=p.batch_size, lr=p.lr,
+                               momentum=p.momentum, grad_clip=p.grad_clip, n_per_class=p.n_per_class,
+                               image_size=p.image_size, seed=p.seed)
+    return {k: v for k, v in result.items() if k != "features"}

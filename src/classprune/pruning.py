@@ -103,12 +103,27 @@ def keep_top(scores: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor
 
 
 def prune(trained: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor], mask: Mask,
-          rate: float, scope: str = "layerwise", criterion: str = "magnitude_increase", **ctx) -> Mask:
-    """Prune ``rate`` of the remaining weights by ``criterion``; masks only ever shrink."""
-    if not 0.0 < rate < 1.0:
-        raise ValueError(f"prune rate must be in (0, 1), got {rate}")
+          rate: float, scope: str = "layerwise", criterion: str = "magnitude_increase",
+          layer_rates: Mapping[str, float] | None = None, **ctx) -> Mask:
+    """Prune ``rate`` of the remaining weights by ``criterion``; masks only ever shrink.
+
+    ``layer_rates`` prunes the named tensors at their own rate, each on its own, outside the global pool:
+    Frankle & Carbin prune the output layer at half the rate so that a tiny layer does not become the
+    bottleneck. A tensor left out of ``mask`` is never pruned (open_lth's ``pruning_layers_to_ignore``).
+    """
+    rates = dict(layer_rates or {})
+    for r in (rate, *rates.values()):
+        if not 0.0 < r < 1.0:
+            raise ValueError(f"prune rate must be in (0, 1), got {r}")
+    unknown = sorted(set(rates) - set(mask))
+    if unknown:
+        raise ValueError(f"prune.layer_rates names tensor(s) {unknown} that are not pruned; pruned: {', '.join(mask)}")
     scores = get_criterion(criterion)(trained, initial, list(mask), **ctx)
-    return keep_top(scores, mask, 1.0 - rate, scope)
+    pooled = {n: m for n, m in mask.items() if n not in rates}
+    out = keep_top(scores, pooled, 1.0 - rate, scope) if pooled else {}
+    for n, r in rates.items():
+        out |= keep_top({n: scores[n]}, {n: mask[n]}, 1.0 - r, "layerwise")
+    return {n: out[n] for n in mask}
 
 
 def rewind(initial: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:

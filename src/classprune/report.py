@@ -9,7 +9,9 @@ import pandas as pd
 
 from . import io
 from .config import Params
+from .diagnose import CONV
 from .metrics import METRIC_KEYS
+from .summary import summary_markdown
 
 REPORTS = Path("reports")
 SPLITS = ("test", "val")
@@ -19,6 +21,18 @@ OP_KEYS = ("fnr", "fpr", "accuracy", "balanced_accuracy")  # at the val-chosen o
 MEAN_KEYS = (*METRIC_KEYS, "balanced_accuracy", *(f"op_{k}" for k in OP_KEYS))
 
 
+def _diagnosis_columns(rd: dict) -> dict:
+    """The evaluate stage's diagnosis on val (classprune.diagnose), flat; empty for models without one."""
+    d = rd.get("diagnosis")
+    if not d:
+        return {"score_constant": False, "cause": None}
+    kept = d.get("w0_kept") or {}
+    return {"score_constant": bool(d["score_constant"]), "cause": d["cause"],
+            **{f"dead_{k}": v for k, v in d["dead"].items()},
+            **{f"w0_kept_{c}": kept.get(c) for c in CONV},
+            "w0_kept_conv": (sum(kept[c] for c in CONV) / len(CONV)) if all(c in kept for c in CONV) else None}
+
+
 def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
     """One row per (method, seed, round, split) from exactly the result files the current params declare.
 
@@ -26,7 +40,7 @@ def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
     read; a declared file that is missing is an error naming it.
     """
     from .errors import DataError
-    from .pipeline import declared_results
+    from .paths import declared_results
 
     rows, wanted_rounds = [], {r.k for r in params.prune.rounds}
     for rel in declared_results(params):
@@ -40,7 +54,8 @@ def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
             for split in SPLITS:
                 m, op = rd[split], rd[split].get("op", {})
                 rows.append({"method": r["method"], "kind": r["kind"], "seed": r["seed"], "round": rd["round"],
-                             "remaining": rd["remaining"], "nonzero": rd.get("nonzero"), "split": split,
+                             "remaining": rd["remaining"], "remaining_all": rd.get("remaining_all", rd["remaining"]),
+                             "nonzero": rd.get("nonzero"), "split": split, **_diagnosis_columns(rd),
                              "threshold": rd.get("threshold"),
                              **{k: m.get(k) for k in (*METRIC_KEYS, "balanced_accuracy", "tp", "fp", "tn", "fn")},
                              "constant": bool(m.get("constant", False)),
@@ -64,11 +79,12 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95 % CI over seeds per (split, method, round), and how many seeds collapsed there."""
     keys = ["split", "method", "kind", "round"]
     g = df.groupby(keys, sort=True)
-    agg = g[["remaining", *MEAN_KEYS]].mean()
+    agg = g[["remaining", "remaining_all", *MEAN_KEYS]].mean()
     for m in MEAN_KEYS:
         agg[f"{m}_ci95"] = g[m].agg(ci95)
     agg["n_seeds"] = g["seed"].nunique()
     agg["n_constant"] = g["constant"].sum().astype(int)
+    agg["n_dead"] = g["score_constant"].sum().astype(int)
     return agg.reset_index().sort_values(["split", "method", "remaining"], ascending=[True, True, False])
 
 
@@ -99,8 +115,9 @@ def metrics_tree(agg: pd.DataFrame, split: str) -> dict:
     """{method: {round_k: {auc, accuracy, fnr, fpr, remaining, op_*[, *_ci95, n_seeds]}}} for ``dvc metrics diff``."""
     tree: dict = {}
     for r in agg[agg["split"] == split].itertuples(index=False):
-        entry = {k: _clean(getattr(r, k)) for k in (*METRIC_KEYS, "remaining", "op_fnr", "op_fpr")}
+        entry = {k: _clean(getattr(r, k)) for k in (*METRIC_KEYS, "remaining", "remaining_all", "op_fnr", "op_fpr")}
         entry["n_constant"] = int(r.n_constant)
+        entry["n_dead"] = int(r.n_dead)
         if r.n_seeds > 1:
             entry.update({f"{k}_ci95": _clean(getattr(r, f"{k}_ci95")) for k in (*METRIC_KEYS, "op_fnr", "op_fpr")})
             entry["n_seeds"] = int(r.n_seeds)
@@ -134,7 +151,7 @@ def fn_budget(df: pd.DataFrame, margin: float) -> dict[str, dict | None]:
 
 def selection(params: Params, df: pd.DataFrame, budget: dict[str, dict | None]) -> dict[str, dict | None]:
     """The model to ship per scenario: the FN-budget level of the first seed, with its val threshold."""
-    from .pipeline import round_paths
+    from .paths import round_paths
 
     seed, out = params.run.seeds[0], {}
     for method, b in budget.items():
@@ -153,72 +170,6 @@ def selection(params: Params, df: pd.DataFrame, budget: dict[str, dict | None]) 
     return out
 
 
-def _fmt(v, digits: int = 3) -> str:
-    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-
-
-def _pm(mean, half) -> str:
-    return _fmt(mean) if half is None or (isinstance(half, float) and math.isnan(half)) else f"{_fmt(mean)} ± {_fmt(half)}"
-
-
-def summary_markdown(params: Params, df: pd.DataFrame, agg: pd.DataFrame, diffs: pd.DataFrame,
-                     budget: dict, chosen: dict, split: str, extra: dict | None = None) -> str:
-    """The report a reviewer reads: means ± 95 % CI over seeds, paired differences, collapses, FN budget."""
-    sub = agg[agg["split"] == split]
-    seeds = params.run.seeds
-    lines = [f"# Summary ({split} split)", "",
-             f"Profile `{params.profile}`, data `{params.data.source}`, {len(seeds)} seed(s) {seeds}, "
-             f"{params.train.iterations} iterations per round. Values are means ± the half-width of the 95 % "
-             "t confidence interval over seeds. `OP` columns: at the threshold chosen on val "
-             f"(val FNR <= {params.evaluate.target_fnr}) and applied unchanged to {split}. `const`: seeds whose "
-             "model predicts one class for every image (a collapse: its FNR or FPR is no achievement)."]
-    for key, value in (extra or {}).items():
-        lines += ["", f"{key}: {value}"]
-    lines += ["", "| method | remaining % | AUC | accuracy | FNR | FPR | OP FNR | OP FPR | OP bal. acc. | const |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for r in sub.itertuples(index=False):
-        lines.append(f"| {r.method} | {r.remaining * 100:.2f} | {_pm(r.auc, r.auc_ci95)} | "
-                     f"{_pm(r.accuracy, r.accuracy_ci95)} | {_pm(r.fnr, r.fnr_ci95)} | {_pm(r.fpr, r.fpr_ci95)} | "
-                     f"{_pm(r.op_fnr, r.op_fnr_ci95)} | {_pm(r.op_fpr, r.op_fpr_ci95)} | "
-                     f"{_pm(r.op_balanced_accuracy, r.op_balanced_accuracy_ci95)} | {r.n_constant}/{r.n_seeds} |")
-    if len(diffs):
-        lines += ["", f"## Paired differences against red ({split} split, paired by seed)", "",
-                  "Mean of (scenario - red) with its 95 % CI; **bold** where the CI excludes 0 (a difference "
-                  "beyond the seed-to-seed noise). Negative ΔFNR = fewer missed positives than red.", "",
-                  "| scenario | remaining % | ΔFNR | ΔAUC |", "|---|---:|---:|---:|"]
-        for r in diffs.sort_values(["method", "remaining"], ascending=[True, False]).itertuples(index=False):
-            cells = []
-            for key in ("fnr", "auc"):
-                text = _pm(getattr(r, f"d_{key}"), getattr(r, f"d_{key}_ci95"))
-                cells.append(f"**{text}**" if getattr(r, f"d_{key}_excludes_0") else text)
-            lines.append(f"| {r.method} | {r.remaining * 100:.2f} | {cells[0]} | {cells[1]} |")
-    test = df[df["split"] == split]
-    lines += ["", f"## Collapses ({split} split)", "",
-              "Constant predictors among all (seed, level) models of each method. `AUC 0.500`: those of them that "
-              "rank no better than chance, so no threshold rescues them (a dead ticket); the other constant models "
-              "still rank, and a threshold chosen on val (the `OP` columns) can use that.", "",
-              "| method | constant | of | all-negative | all-positive | AUC 0.500 |", "|---|---:|---:|---:|---:|---:|"]
-    for method, g in test.groupby("method"):
-        neg = int(((g["tp"] + g["fp"]) == 0).sum())
-        pos = int(((g["tn"] + g["fn"]) == 0).sum())
-        dead = int((g["constant"] & (g["auc"] == 0.5)).sum())
-        lines.append(f"| {method} | {int(g['constant'].sum())} | {len(g)} | {neg} | {pos} | {dead} |")
-    lines += ["", f"## FN budget, chosen on val: smallest level whose mean val FNR is within "
-              f"{params.report.fn_margin} of the dense val FNR, no seed constant on val", "",
-              f"Test metrics of the chosen level (mean ± CI over seeds); the shipped checkpoint is seed {seeds[0]}'s.", "",
-              "| scenario | remaining % | val FNR (dense) | test AUC | test FNR | test FPR | test OP FNR | test OP FPR | checkpoint |",
-              "|---|---:|---:|---:|---:|---:|---:|---:|---|"]
-    for method, b in sorted(budget.items()):
-        if b is None:
-            lines.append(f"| {method} | none | | | | | | | |")
-            continue
-        r = agg[(agg["split"] == "test") & (agg["method"] == method) & (agg["round"] == b["round"])].iloc[0]
-        lines.append(f"| {method} | {b['remaining'] * 100:.2f} | {_fmt(b['val_fnr'])} ({_fmt(b['dense_val_fnr'])}) | "
-                     f"{_pm(r.auc, r.auc_ci95)} | {_pm(r.fnr, r.fnr_ci95)} | {_pm(r.fpr, r.fpr_ci95)} | "
-                     f"{_pm(r.op_fnr, r.op_fnr_ci95)} | {_pm(r.op_fpr, r.op_fpr_ci95)} | `{chosen[method]['weights']}` |")
-    return "\n".join(lines) + "\n"
-
-
 def write_reports(params: Params, root: Path = Path("."), out: Path = REPORTS, extra: dict | None = None) -> pd.DataFrame:
     from .figures import majority_accuracy, plot_figure
 
@@ -230,7 +181,8 @@ def write_reports(params: Params, root: Path = Path("."), out: Path = REPORTS, e
     io.write_json(out / "metrics.json", metrics_tree(agg, "test"))
     io.write_json(out / "metrics_val.json", metrics_tree(agg, "val"))
     io.write_json(out / "selection.json", chosen)
-    cols = ["method", "kind", "round", "remaining", *MEAN_KEYS, *(f"{m}_ci95" for m in MEAN_KEYS), "n_seeds", "n_constant"]
+    cols = ["method", "kind", "round", "remaining", "remaining_all", *MEAN_KEYS, *(f"{m}_ci95" for m in MEAN_KEYS),
+            "n_seeds", "n_constant", "n_dead"]
     for split in SPLITS:
         for method, g in agg[agg["split"] == split].groupby("method"):
             io.write_text(out / "curves" / split / f"{method}.csv", g[cols].to_csv(index=False))
@@ -243,3 +195,23 @@ def write_reports(params: Params, root: Path = Path("."), out: Path = REPORTS, e
             diffs.to_csv(tmp, index=False)
     io.write_text(out / "summary.md", summary_markdown(params, df, agg, diffs, budget, chosen, params.report.split, extra))
     return agg
+
+
+def shortcut_line() -> dict:
+    """The darkest-pixel AUC on the test split: how far a one-number darkness shortcut gets (target <= 0.75)."""
+    from .data.cache import load_split
+    from .data.synthetic import darkest_pixel_auc
+    from .paths import CACHE
+
+    test = load_split(CACHE, "test")
+    return {"Darkest-pixel shortcut": f"test AUC {darkest_pixel_auc(test.images, test.labels):.3f} of the "
+            "score -min(grey) alone, beside the models' below (a task it solves would measure darkness, "
+            "not crack shape; target <= 0.75)"}
+
+
+def report(params: Params) -> None:
+    """The report stage: every report file, then the summary table of ``report.split`` on stdout."""
+    agg = write_reports(params, extra=shortcut_line())
+    sub = agg[agg["split"] == params.report.split]
+    cols = ["method", "round", "remaining", "auc", "accuracy", "fnr", "fpr"]
+    print(sub[cols].to_string(index=False, float_format=lambda v: f"{v:.4f}"))

@@ -29,10 +29,6 @@ class Scenario(BaseModel):
             raise ValueError(f"gamma must be non-negative, got {v}")
         return v
 
-    def gamma(self, round_k: int) -> GammaValue:
-        """Paper: a balanced first round learns the class boundary, later rounds favour the positives."""
-        return self.gamma_first if round_k == 1 else self.gamma_rest
-
 
 SCENARIOS: dict[str, Scenario] = {
     "red": Scenario(gamma_first=1, gamma_rest=1, lam=0, color="red", label="LT (gamma 1, lambda 0)"),

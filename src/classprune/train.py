@@ -66,6 +66,13 @@ def lr_factor(step: int, iterations: int, schedule: str = "constant", warmup: in
     raise ValueError(f"unknown train.schedule {schedule!r} (constant or cosine)")
 
 
+def sgd(train) -> dict:
+    """The optimiser keywords of ``train_masked`` from params.yaml's ``train``: every trainer (LT rounds,
+    baselines) uses them alike."""
+    return {"lr": train.lr, "momentum": train.momentum, "weight_decay": train.weight_decay,
+            "grad_clip": train.grad_clip, "schedule": train.schedule, "warmup": train.warmup}
+
+
 def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Iterable, loss_fn: nn.Module,
                  iterations: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
                  grad_clip: float = 0.0, schedule: str = "constant", warmup: int = 0,
@@ -94,7 +101,7 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
     for step, (x, y) in zip(bar, batches):
         optimizer.zero_grad(set_to_none=True)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss, _parts = loss_fn(model(x), y)
+        loss = loss_fn(model(x), y)
         value = float(loss.detach())
         if not torch.isfinite(loss.detach()):
             bad = first_nonfinite(model)

@@ -1,4 +1,4 @@
-"""Helpers the baseline methods share: the LT levels they are evaluated at, and loss plumbing."""
+"""Helpers the baseline methods share: the LT levels they are evaluated at, and device plumbing."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -13,11 +13,6 @@ if TYPE_CHECKING:
 def levels(params: Params) -> list[tuple[int, float]]:
     """(round k, kept fraction (1-p)^(k-1)): the remaining-weight levels the LT rounds train at."""
     return [(r.k, (1.0 - params.prune.rate) ** (r.k - 1)) for r in params.prune.rounds]
-
-
-def loss_value(out) -> torch.Tensor:
-    """Our losses return (loss, parts); plain torch losses return the tensor."""
-    return out[0] if isinstance(out, tuple) else out
 
 
 def on_device(batches: Iterable, device: torch.device) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:

@@ -197,19 +197,23 @@ def obs_update(w: torch.Tensor, keep: torch.Tensor, h: torch.Tensor, h_inv: torc
 def lobs(params: Params, seed: int, device: torch.device) -> list[dict]:
     """The dense trained network (round 1 of the source scenario) pruned layer by layer by L-OBS at each
     LT level, evaluated without retraining."""
-    from .. import io, pipeline
+    from .. import io
+    from ..evaluation import evaluate_model
+    from ..lottery import build, train_loader
+    from ..paths import round_paths
     from ..masks import full_mask
 
     cfg = params.baselines.lobs
-    trained = io.load_torch(pipeline.round_paths(params, params.baselines.source_scenario, seed, 1).weights)
-    model = pipeline.build(params, seed, device=device)
+    w0 = io.load_torch(round_paths(params, params.baselines.source_scenario, seed, 0).weights)
+    trained = io.load_torch(round_paths(params, params.baselines.source_scenario, seed, 1).weights)
+    model = build(params, seed, device=device)
     model.load_state_dict(trained)
     layers = _layers(model)
-    loader = pipeline._loader(params, "train", train=True, seed=seed, device=device)
+    loader = train_loader(params, seed=seed, device=device)
     hessians = layer_hessians(model, itertools.islice(loader, cfg.batches))
     systems = {n: damped(hessians.pop(n), cfg.damp) for n in layers}
     inverses = {n: spd_inverse(h) for n, h in systems.items()}
-    full = full_mask(model, params.prune.include_biases)
+    full = full_mask(model, params.prune.include_biases, params.prune.ignore)
     scores = lobs_scores(trained, None, list(full), model=model, inverses=inverses)
     out = []
     for k, keep in levels(params):
@@ -224,7 +228,7 @@ def lobs(params: Params, seed: int, device: torch.device) -> list[dict]:
             if module.bias is not None:
                 state[f"{prefix}.bias"] = new[:, -1].to(trained[f"{prefix}.bias"].dtype)
         model.load_state_dict(state)
-        out.append({"round": k, **pipeline.evaluate_model(params, model, mask)})
+        out.append({"round": k, **evaluate_model(params, model, mask, w0)})
     return out
 
 

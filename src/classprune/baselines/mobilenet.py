@@ -62,25 +62,29 @@ def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> Non
 def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
     """MobileNet trained with the class-dependent loss of ``baselines.mobilenet`` (gamma, lam) for
     one LT round's iterations; one point at its parameter count relative to the paper's AlexNet."""
-    from .. import pipeline
     from ..data.loader import class_counts
+    from ..evaluation import evaluate_model
     from ..losses import ClassDependentLoss, resolve_gamma
+    from ..lottery import round_seed, train_loader
     from ..masks import full_mask
-    from ..model import NUM_PARAMETERS, count_parameters
-    from ..train import train_masked
+    from ..paths import CACHE
+    from ..constants import NUM_PARAMETERS
+    from ..model import count_parameters
+    from ..train import sgd, train_masked
 
     cfg, t = params.baselines.mobilenet, params.train
     model = build_mobilenet(cfg.arch, seed, params.model.pretrained).to(device)
     mask = full_mask(model, params.prune.include_biases)
-    gamma = resolve_gamma(cfg.gamma, class_counts(pipeline.CACHE, "train"))
+    gamma = resolve_gamma(cfg.gamma, class_counts(CACHE, "train"))
     loss = ClassDependentLoss(gamma, cfg.lam, t.margin).to(device)
-    torch.manual_seed(seed * 1000 + 1)
-    losses = train_masked(model, mask, pipeline._loader(params, "train", train=True, seed=seed * 1000 + 1, device=device), loss,
-                          t.iterations, **t.sgd(), desc=cfg.arch)
-    recalibrate_batchnorm(model, pipeline._loader(params, "train", train=False, device=device), device)
-    result = pipeline.evaluate_model(params, model, mask)
+    torch.manual_seed(round_seed(seed, 1))
+    losses = train_masked(model, mask, train_loader(params, seed=round_seed(seed, 1), device=device), loss,
+                          t.iterations, **sgd(t), desc=cfg.arch)
+    recalibrate_batchnorm(model, train_loader(params, train=False, device=device), device)
+    result = evaluate_model(params, model, mask)
     n_params = count_parameters(model)
-    return [{"round": 1, **result, "remaining": n_params / NUM_PARAMETERS, "parameters": n_params,
+    return [{"round": 1, **result, "remaining": n_params / NUM_PARAMETERS, "remaining_all": n_params / NUM_PARAMETERS,
+             "parameters": n_params,
              "arch": cfg.arch, "final_loss": losses[-1]}]
 
 

@@ -10,10 +10,11 @@ from torch import nn
 
 from ..errors import ConfigError
 from ..pruning import Scores, keep_top, register_criterion
-from .common import levels, loss_value, on_device, to_device
+from .common import levels, on_device, to_device
 
 if TYPE_CHECKING:
-    from ..config import Params, SnipCfg
+    from ..config import Params
+    from .config import SnipCfg
 
 
 @register_criterion("snip")
@@ -36,7 +37,7 @@ def snip_scores(trained: Mapping[str, torch.Tensor] | None, initial: Mapping[str
     model.zero_grad(set_to_none=True)
     n = 0
     for x, y in on_device(batches, device):
-        loss_value(loss_fn(model(x), y)).backward()
+        loss_fn(model(x), y).backward()
         n += 1
     if n == 0:
         raise ConfigError("SNIP got no training batches; the train split is empty")
@@ -48,15 +49,17 @@ def snip_scores(trained: Mapping[str, torch.Tensor] | None, initial: Mapping[str
 
 def snip_masks(params: Params, seed: int, cfg: SnipCfg, device: torch.device) -> tuple[dict, list[tuple[int, dict]]]:
     """W0 of the source scenario (CPU) and the one-shot global SNIP mask at every LT level (on ``device``)."""
-    from .. import io, pipeline
+    from .. import io
+    from ..lottery import build, train_loader
+    from ..paths import round_paths
     from ..losses import ClassDependentLoss
     from ..masks import full_mask
 
-    w0 = io.load_torch(pipeline.round_paths(params, params.baselines.source_scenario, seed, 0).weights)
-    model = pipeline.build(params, seed, device=device)
-    loader = pipeline._loader(params, "train", train=True, seed=seed, device=device)
+    w0 = io.load_torch(round_paths(params, params.baselines.source_scenario, seed, 0).weights)
+    model = build(params, seed, device=device)
+    loader = train_loader(params, seed=seed, device=device)
     batches = itertools.islice(loader, cfg.batches)
-    full = full_mask(model, params.prune.include_biases)
+    full = full_mask(model, params.prune.include_biases, params.prune.ignore)
     scores = snip_scores(None, w0, list(full), model=model, batches=batches,
                          loss_fn=ClassDependentLoss([1.0, 1.0]).to(device))
     return w0, [(k, to_device(keep_top(scores, full, keep, "global"), device)) for k, keep in levels(params)]
@@ -64,13 +67,14 @@ def snip_masks(params: Params, seed: int, cfg: SnipCfg, device: torch.device) ->
 
 def snip(params: Params, seed: int, device: torch.device) -> list[dict]:
     """W0 pruned by SNIP, evaluated untrained (the paper's "SNIP")."""
-    from .. import pipeline
+    from ..evaluation import evaluate_model
+    from ..lottery import build
     from ..masks import apply_mask
 
     w0, masks = snip_masks(params, seed, params.baselines.snip, device)
-    model, out = pipeline.build(params, seed, device=device), []
+    model, out = build(params, seed, device=device), []
     for k, mask in masks:
         model.load_state_dict(w0)
         apply_mask(model, mask)
-        out.append({"round": k, **pipeline.evaluate_model(params, model, mask)})
+        out.append({"round": k, **evaluate_model(params, model, mask, w0)})
     return out

@@ -1,0 +1,84 @@
+"""Why a ticket dies: how much of W0's magnitude a mask keeps, and which units no longer fire.
+
+A network that gives every image the same score (AUC exactly 0.5) is a bug to explain before it is a
+result. Two causes are told apart here: the pretrained features lost (the mask removed most of W0's feature
+magnitude, so the pooled features are zero for every image), a dead head (every ReLU unit of a head layer
+is zero for every image, so the logits are the last biases) and an output layer cut from the live units.
+``cause`` names the first that applies, in the order of the forward pass.
+"""
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+# The activations watched: AlexNet's pooled 256 conv features (after ReLU and max-pool, so >= 0) and the
+# two ReLUs of the 256-8-8-2 head.
+UNITS = {"features": "avgpool", "head1": "classifier.2", "head2": "classifier.5"}
+CONV = ("features.0", "features.3", "features.6", "features.8", "features.10")  # the pretrained conv layers
+CAUSES = ("features lost", "dead head", "output cut", "ranks, one class at argmax", "alive")
+
+
+def w0_kept(initial: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor]) -> dict[str, float]:
+    """Per weight tensor of ``mask``: the share of sum |W0| at the kept positions (1.0 = all of it kept).
+
+    A criterion that keeps the pretrained features keeps far more of their magnitude than of their count;
+    one that prunes them by noise keeps about its remaining fraction of both.
+    """
+    out = {}
+    for name, m in mask.items():
+        if not name.endswith(".weight"):
+            continue
+        w = initial[name].abs().double()
+        total = float(w.sum())
+        out[name.removesuffix(".weight")] = float(w[m.to(w.device)].sum()) / total if total > 0 else float("nan")
+    return out
+
+
+@torch.no_grad()
+def dead_units(model: nn.Module, batches: Iterable) -> dict[str, int]:
+    """Per watched layer: the units that are exactly zero for every image of ``batches`` (dead ReLUs)."""
+    modules = dict(model.named_modules())
+    alive: dict[str, torch.Tensor] = {}
+    hooks = []
+    for key, name in UNITS.items():
+        def hook(_m, _inp, out, key=key):
+            fired = (out.flatten(1) != 0).any(0).cpu()
+            alive[key] = fired if key not in alive else alive[key] | fired
+        hooks.append(modules[name].register_forward_hook(hook))
+    model.eval()
+    device = next(model.parameters()).device
+    try:
+        for x, _y in batches:
+            model(x.to(device, non_blocking=True))
+    finally:
+        for h in hooks:
+            h.remove()
+    return {key: int((~a).sum()) for key, a in alive.items()}
+
+
+def units_of(model: nn.Module) -> dict[str, int]:
+    """How many units each watched layer has (256, 8, 8 for AlexNet-256-8-8-2)."""
+    modules = dict(model.named_modules())
+    return {"features": modules["features"][-3].out_channels, "head1": modules["classifier.1"].out_features,
+            "head2": modules["classifier.4"].out_features}
+
+
+def score_constant(scores: np.ndarray) -> bool:
+    """One score for every image: no threshold can separate anything (AUC exactly 0.5)."""
+    return bool(len(scores) > 0 and np.ptp(scores) == 0)
+
+
+def cause(dead: Mapping[str, int], units: Mapping[str, int], constant_score: bool, constant_argmax: bool) -> str:
+    """The first cause that applies, in the order of the forward pass."""
+    if dead["features"] == units["features"]:
+        return CAUSES[0]
+    if dead["head1"] == units["head1"] or dead["head2"] == units["head2"]:
+        return CAUSES[1]
+    if constant_score:  # live units, one score: the output layer no longer reads them
+        return CAUSES[2]
+    if constant_argmax:
+        return CAUSES[3]
+    return CAUSES[4]

@@ -1,0 +1,67 @@
+"""Evaluation of trained networks: val and test separately (never pooled), at argmax and at an operating point.
+
+One evaluate stage per chain scores every round, so a change of metric code never retrains.
+"""
+from __future__ import annotations
+
+import torch
+
+from . import io
+from .config import Params
+from .device import log_device, set_threads, stage_device
+from .lottery import build, train_loader
+from .paths import metrics_path, round_paths
+
+
+def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: dict | None = None) -> dict:
+    """Metrics on val and test separately (never pooled), plus the sparsity of ``mask``.
+
+    Besides the argmax decision (the paper's), an operating point: the threshold on the positive-class
+    log-odds chosen on val (``evaluate.target_fnr``), then applied unchanged to test. ``diagnosis`` says on
+    val whether the network is alive, and if not why (``classprune.diagnose``); given W0 (``initial``),
+    also the share of W0's magnitude the mask keeps per layer.
+    """
+    from . import diagnose
+    from .masks import remaining, remaining_all
+    from .metrics import binary_metrics, operating_threshold, predict
+
+    n_parameters = sum(p.numel() for p in model.parameters())
+    n_nonzero = sum(int((p != 0).sum()) for p in model.parameters())
+    device = next(model.parameters()).device
+    out = {"remaining": remaining(mask), "remaining_all": remaining_all(mask, n_parameters), "nonzero": n_nonzero}
+    preds = {s: predict(model, train_loader(params, s, train=False, device=device), desc=s) for s in ("val", "test")}
+    if "classifier.5" in dict(model.named_modules()):  # AlexNet-256-8-8-2 (not MobileNet)
+        dead = diagnose.dead_units(model, train_loader(params, "val", train=False, device=device))
+        units = diagnose.units_of(model)
+        labels, scores, argmax = preds["val"]
+        flat = diagnose.score_constant(scores)
+        one_class = bool(len(set(argmax.tolist())) == 1)
+        out["diagnosis"] = {"dead": dead, "units": units, "score_constant": flat,
+                            "cause": diagnose.cause(dead, units, flat, one_class),
+                            "w0_kept": diagnose.w0_kept(initial, mask) if initial is not None else None}
+    threshold = operating_threshold(*preds["val"][:2], params.evaluate.target_fnr)
+    out["threshold"] = threshold
+    for split_name, (labels, scores, argmax) in preds.items():
+        out[split_name] = binary_metrics(labels, scores, argmax)
+        at_op = (scores >= threshold).astype(int) if threshold is not None else argmax
+        out[split_name]["op"] = binary_metrics(labels, scores, at_op)
+    return out
+
+
+def evaluate_chain(params: Params, scenario: str, seed: int) -> dict:
+    """Every round of one scenario x seed chain in one process: metrics code changes never retrain."""
+    from .masks import load_mask
+
+    set_threads(params.train.threads)
+    label = f"evaluate {scenario} seed {seed}"
+    device = stage_device(params.train.device, label, log=False)
+    rounds, paths = [], [round_paths(params, scenario, seed, r.k) for r in params.prune.rounds]
+    states = [(r.k, io.load_torch(cur.weights), load_mask(cur.mask)) for r, cur in zip(params.prune.rounds, paths)]
+    w0 = io.load_torch(round_paths(params, scenario, seed, 0).weights)
+    log_device(device, label)
+    for k, state, mask in states:
+        rounds.append({"round": k, **evaluate_model(params, build(params, seed, state, device), mask, w0)})
+    result = {"method": scenario, "kind": "scenario", "seed": seed, "rounds": rounds}
+    io.write_json(metrics_path(scenario, seed), result)
+    return {"method": scenario, "seed": seed,
+            "test_auc": [r["test"]["auc"] for r in rounds], "test_fnr": [r["test"]["fnr"] for r in rounds]}

@@ -1,0 +1,125 @@
+"""The lottery-ticket algorithm (paper Alg. 1): W0, then rounds of prune -> rewind -> train.
+
+``run_chain`` is the whole loop in one process, for tests and for users who want one chain without DVC. The
+DVC pipeline runs the same ``train_round`` once per stage (one process per round), so there is one
+implementation. Round k = 1 trains the dense W0; round k > 1 prunes ``prune.rate`` of the weights that
+survived round k-1 by the criterion, rewinds the survivors and trains. With late rewinding
+(``prune.rewind_iteration`` = j > 0) the rewind point is the weights after j steps of round 1.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from . import io
+from .config import Params
+from .device import log_device, set_threads, stage_device, state_to_cpu
+from .errors import DataError
+from .paths import CACHE, PRETRAINED_FEATURES, round_paths
+
+
+def round_seed(seed: int, k: int) -> int:
+    """The data-order and dropout seed of round k of a chain (also of a baseline's level k)."""
+    return seed * 1000 + k
+
+
+def train_loader(params: Params, split: str = "train", *, train: bool = True, seed: int = 0,
+                 device: torch.device | None = None):
+    """A loader over one cached split: shuffled and augmented for training, fixed order for evaluation."""
+    from .data.loader import make_loader
+
+    batch = params.train.batch_size if train else params.evaluate.batch_size
+    augment = params.data.augment if train else "none"
+    # Per-image augmentation is cheap in a 1-thread worker but slow beside 2 training threads.
+    workers = params.train.loader_workers if augment != "none" else 0
+    return make_loader(CACHE, split, batch, train=train, augment=augment, seed=seed, num_workers=workers,
+                       pin_memory=device is not None and device.type == "cuda")
+
+
+def scenario_loss(params: Params, scenario: str, k: int, device: torch.device | None = None):
+    """The scenario's loss of round k, its gamma resolved on the training class counts: (loss, gamma)."""
+    from .data.loader import class_counts
+    from .losses import ClassDependentLoss, resolve_gamma
+
+    sc = params.scenarios[scenario]
+    # Paper: a balanced first round learns the class boundary, later rounds favour the positives.
+    gamma = resolve_gamma(sc.gamma_first if k == 1 else sc.gamma_rest, class_counts(CACHE, "train"))
+    return ClassDependentLoss(gamma, sc.lam, params.train.margin).to(device or "cpu"), gamma
+
+
+def build(params: Params, seed: int, state: dict | None = None, device: torch.device | None = None,
+          features_path: Path = PRETRAINED_FEATURES) -> torch.nn.Module:
+    """The seeded network (W0), or, given a checkpoint ``state``, the network holding exactly that state; on
+    ``device`` (default CPU). Initialised on the CPU either way, so W0 does not depend on the device."""
+    from .model import build_model
+
+    if state is None and params.model.pretrained == "source":
+        from .pretrain import build_w0
+
+        if not Path(features_path).is_file():
+            raise DataError(f"{features_path} not found; run the pretrain stage first (model.pretrained: source)")
+        return build_w0(io.load_torch(features_path), seed, params.model.dropout).to(device or "cpu")
+    if state is None:
+        return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout).to(device or "cpu")
+    # Built on the meta device and filled from the checkpoint: no random init to throw away, and no
+    # ImageNet weights to fetch in stages that only continue from saved weights.
+    with torch.device("meta"):
+        model = build_model("none", seed=seed, dropout=params.model.dropout)
+    model.load_state_dict(state, assign=True)
+    return model.to(device or "cpu")
+
+
+def init(params: Params, scenario: str, seed: int) -> None:
+    """Round 0 of a chain: W0 and the all-ones mask. W0 depends on the seed only: every scenario shares it."""
+    from .masks import full_mask, save_mask
+
+    model = build(params, seed)
+    out = round_paths(params, scenario, seed, 0)
+    state = state_to_cpu(model.state_dict())
+    io.save_torch(out.weights, state)
+    io.save_torch(out.rewound, state)
+    save_mask(full_mask(model, params.prune.include_biases, params.prune.ignore), out.mask)
+
+
+def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
+    """Round k of a chain: prune round k-1 and rewind (k > 1), then train. Reads round k-1's files and writes
+    round k's; nothing is written unless training finishes with finite weights."""
+    from .masks import load_mask, remaining, save_mask
+    from .pruning import prune, rewind
+    from .train import sgd, train_masked
+
+    set_threads(params.train.threads)
+    label = f"{scenario} seed {seed} round {k}"
+    device = stage_device(params.train.device, label, log=False)
+    p, t = params.prune, params.train
+    prev, out = round_paths(params, scenario, seed, k - 1), round_paths(params, scenario, seed, k)
+    start = io.load_torch(prev.rewound)
+    mask = load_mask(prev.mask)
+    if k > 1:
+        mask = prune(io.load_torch(prev.weights), start, mask, p.rate, p.scope, p.criterion, p.layer_rates)
+        start = rewind(start, mask)
+    model = build(params, seed, {n: v.clone() for n, v in start.items()}, device)
+    loss, gamma = scenario_loss(params, scenario, k, device)
+    torch.manual_seed(round_seed(seed, k))  # dropout
+    loader = train_loader(params, seed=round_seed(seed, k), device=device)
+    log_device(device, label)  # once the inputs are open: a missing one fails with one line
+    snapshot: dict = {}
+    late = p.rewind_iteration if k == 1 and p.rewind_iteration > 0 else None
+
+    def keep_rewind_point(step: int, m: torch.nn.Module) -> None:
+        if step == late:
+            snapshot.update({n: v.detach().cpu().clone() for n, v in m.state_dict().items()})
+
+    losses = train_masked(model, mask, loader, loss, t.iterations, **sgd(t), desc=label,
+                          on_step=keep_rewind_point if late else None)
+    io.save_torch(out.rewound, snapshot if late else start)
+    save_mask(mask, out.mask)
+    io.save_torch(out.weights, state_to_cpu(model.state_dict()))
+    return {"gamma": gamma, "final_loss": losses[-1], "remaining": remaining(mask)}
+
+
+def run_chain(params: Params, scenario: str, seed: int) -> list[dict]:
+    """Alg. 1 for one scenario and seed, in this process: W0, then every round of ``prune.rounds``."""
+    init(params, scenario, seed)
+    return [train_round(params, scenario, seed, r.k) for r in params.prune.rounds]

@@ -1,0 +1,54 @@
+"""Where every artifact lives: the artifact contract in one place, relative to the project root.
+
+``models/<scenario>/seed_<s>/round_<k>/`` holds ``mask.pt`` (the mask round k trains with), ``rewound.pt``
+(the rewind point masked by that mask: the weights round k starts from) and ``weights.pt`` (trained).
+``round_0`` holds W0 as ``weights.pt`` and ``rewound.pt`` and the all-ones mask.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from .config import Params
+
+PREPARED = Path("data/prepared")
+SPLITS = Path("data/splits")
+CACHE = Path("data/cache")
+ROUNDS = Path("reports/rounds")
+MODELS = Path("models")
+PRETRAINED_FEATURES = Path("models/pretrained/features.pt")
+
+
+@dataclass(frozen=True)
+class RoundPaths:
+    dir: Path
+
+    @property
+    def weights(self) -> Path:
+        return self.dir / "weights.pt"
+
+    @property
+    def mask(self) -> Path:
+        return self.dir / "mask.pt"
+
+    @property
+    def rewound(self) -> Path:
+        return self.dir / "rewound.pt"
+
+
+def round_paths(params: Params, scenario: str, seed: int, k: int) -> RoundPaths:
+    params.check_seed(seed)
+    return RoundPaths(MODELS / scenario / f"seed_{seed}" / f"round_{k}")
+
+
+def metrics_path(method: str, seed: int) -> Path:
+    """One result file per (method, seed): every round of an LT chain, or every level of a baseline."""
+    return ROUNDS / f"seed_{seed}" / f"{method}.json"
+
+
+def declared_results(params: Params) -> list[Path]:
+    """The result files the current dvc.yaml and params.yaml produce: what the report reads, nothing else."""
+    methods = [*params.run.scenarios, *params.baselines.methods]
+    return [metrics_path(m, s) for s in params.run.seeds for m in methods]
