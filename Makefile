@@ -40,6 +40,11 @@ repro-serial: $(STAMP)
 test: $(STAMP)
 	source $(BIN)/activate && python -m pytest $(PYTEST_ARGS)
 
+## The fast subset (no real `dvc repro`, no Prefect server): a few minutes, for the edit-test loop.
+.PHONY: test-fast
+test-fast: $(STAMP)
+	source $(BIN)/activate && python -m pytest -m "not slow" $(PYTEST_ARGS)
+
 ## Start the Prefect UI/API on 127.0.0.1:4200 (state in .prefect/); flows find it via PREFECT_API_URL.
 ui: $(STAMP)
 	@echo "Prefect UI: http://127.0.0.1:4200  (in another shell: export PREFECT_API_URL=http://127.0.0.1:4200/api)"

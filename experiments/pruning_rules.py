@@ -38,11 +38,11 @@ RULES: dict[str, dict] = {
     # Frankle & Carbin 2019: |W| per layer, weights only, the output layer at half the rate
     "frankle_carbin": {"prune.criterion": "magnitude", "prune.scope": "layerwise", **WEIGHTS_ONLY,
                        "prune.layer_rates": {"classifier.6.weight": 0.25}},
-    # the authors' rule with rounds 4x as long, so the weights move further before they are scored;
-    # 3 seeds and rounds to 6.25 % to fit the session's CPU time
+    # the authors' rule with rounds 4x as long, so the weights move further before they are scored; red only,
+    # 3 seeds, rounds to 25 % (where the 200-step rounds had killed 3 of 5 red seeds) to fit the CPU time
     "authors_800": {"prune.criterion": "magnitude_increase", "prune.scope": "layerwise", "prune.include_biases": True,
-                    "train.iterations": 800, "run.seeds": [0, 1, 2],
-                    "prune.rounds": [{"k": k, "prev": k - 1} for k in range(1, 6)]},
+                    "train.iterations": 800, "run.scenarios": ["red"], "run.seeds": [0, 1, 2],
+                    "prune.rounds": [{"k": k, "prev": k - 1} for k in range(1, 4)]},
 }
 COPIES = Path(os.environ.get("CLASSPRUNE_RULES_DIR", "/tmp/classprune-rules"))
 
@@ -114,30 +114,39 @@ def _rows(name: str, r: dict) -> list[dict]:
     return rows
 
 
+def _grid(agg: pd.DataFrame, cell) -> list[str]:
+    """One row per rule and scenario, one column per round (labelled by its nominal remaining level)."""
+    rounds = sorted(agg["round"].unique())
+    lines = ["| rule | scenario | " + " | ".join(f"{100 * 0.5 ** (k - 1):g} %" for k in rounds) + " |",
+             "|---|---|" + "---:|" * len(rounds)]
+    for (rule, sc), g in agg.groupby(["rule", "scenario"], sort=False):
+        cells = {r.round: cell(r) for r in g.itertuples()}
+        lines.append(f"| {rule} | {sc} | " + " | ".join(cells.get(k, "") for k in rounds) + " |")
+    return lines
+
+
 def table(df: pd.DataFrame) -> str:
-    """Per rule, scenario and level: mean / min val AUC over seeds, dead and constant models."""
-    df = df.assign(w0_kept_conv=df[[f"w0_kept_{c}" for c in CONV]].mean(axis=1))
-    g = df.groupby(["rule", "scenario", "round"], sort=False)
-    agg = g.agg(remaining=("remaining", "mean"), seeds=("seed", "nunique"), auc=("val_auc", "mean"),
-                auc_min=("val_auc", "min"), dead=("score_constant", "sum"), const=("constant", "sum"),
-                fnr=("val_fnr", "mean"), kept=("w0_kept_conv", "mean")).reset_index()
-    lines = ["| rule | scenario | " + " | ".join(f"{r * 100:g} %" for r in sorted(agg["remaining"].round(4).unique(),
-                                                                                   reverse=True)) + " |"]
-    levels = sorted(agg["remaining"].round(4).unique(), reverse=True)
-    lines.append("|---|---|" + "---:|" * len(levels))
-    for (rule, sc), g2 in agg.groupby(["rule", "scenario"], sort=False):
-        cells = {round(r.remaining, 4): f"{r.auc:.3f} ({r.auc_min:.3f}) {int(r.dead)}D {int(r.const)}C"
-                 for r in g2.itertuples()}
-        lines.append(f"| {rule} | {sc} | " + " | ".join(cells.get(lv, "") for lv in levels) + " |")
-    kept = ["", "Share of W0's conv-feature magnitude the mask keeps (mean over the 5 conv layers and seeds):", "",
-            "| rule | scenario | " + " | ".join(f"{lv * 100:g} %" for lv in levels) + " |",
-            "|---|---|" + "---:|" * len(levels)]
-    for (rule, sc), g2 in agg.groupby(["rule", "scenario"], sort=False):
-        cells = {round(r.remaining, 4): f"{r.kept:.3f}" for r in g2.itertuples()}
-        kept.append(f"| {rule} | {sc} | " + " | ".join(cells.get(lv, "") for lv in levels) + " |")
-    head = ["Val split only. Cell: mean val AUC over seeds (lowest seed), D = dead models (one score for every "
-            "image, AUC 0.500), C = constant predictors at argmax (one class for every image).", ""]
-    return "\n".join(head + lines + kept) + "\n"
+    """Per rule, scenario and round: mean / min val AUC over seeds, dead and constant models, why they died."""
+    df = df.assign(w0_kept_conv=df[[f"w0_kept_{c}" for c in CONV]].mean(axis=1),
+                   dead_head=df["dead_head1"] + df["dead_head2"])
+    agg = df.groupby(["rule", "scenario", "round"], sort=False).agg(
+        seeds=("seed", "nunique"), auc=("val_auc", "mean"), auc_min=("val_auc", "min"), dead=("score_constant", "sum"),
+        const=("constant", "sum"), kept=("w0_kept_conv", "mean"), features=("dead_features", "mean"),
+        head=("dead_head", "mean")).reset_index()
+    out = ["Val split only. Cell: mean val AUC over seeds (lowest seed), D = dead models (one score for every "
+           "image, AUC 0.500), C = constant predictors at argmax (one class for every image). Levels are nominal: "
+           "the share of the prunable weights.", ""]
+    out += _grid(agg, lambda r: f"{r.auc:.3f} ({r.auc_min:.3f}) {int(r.dead)}D {int(r.const)}C")
+    out += ["", "Share of W0's conv-feature magnitude (sum of |W0|) the mask keeps, mean over the 5 conv layers and "
+            "the seeds. A criterion blind to the pretrained magnitudes keeps about the share of weights it keeps:", ""]
+    out += _grid(agg, lambda r: f"{r.kept:.3f}")
+    out += ["", "Never-firing units on val, mean over seeds: pooled conv features (of 256) / head ReLU units (of 16):", ""]
+    out += _grid(agg, lambda r: f"{r.features:.0f} / {r.head:.1f}")
+    dead = df[df["score_constant"].astype(bool)]
+    causes = dead.groupby(["rule", "scenario", "cause"]).size()
+    out += ["", "Causes of the dead models (first that applies in the forward pass; classprune.diagnose): "
+            + ("; ".join(f"{rule} {sc}: {n} {cause}" for (rule, sc, cause), n in causes.items()) or "none") + "."]
+    return "\n".join(out) + "\n"
 
 
 def main(argv: list[str] | None = None) -> int:

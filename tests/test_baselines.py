@@ -152,9 +152,7 @@ def test_mobilenet_has_two_outputs_and_counts_against_alexnet():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 60-image cache at 64 px and the red chain's W0 and dense round 1, as the DVC stages leave them."""
-    from classprune import evaluation, lottery, paths
-    from classprune.data import steps
-    from classprune.pretrain import pretrain as pretrain_step
+    from classprune import lottery
     from classprune.config import Params
     from classprune.data import cache, sources, split, synthetic
 
@@ -165,7 +163,7 @@ def tiny_run(tmp_path_factory):
     params = Params.model_validate({
         "data": {"augment": "none"},
         "model": {"pretrained": "none"},  # no pretrain stage here: a plain seeded W0
-        "train": {"iterations": 2, "batch_size": 8, "loader_workers": 0},
+        "train": {"iterations": 2, "warmup": 0, "batch_size": 8, "loader_workers": 0},
         "evaluate": {"batch_size": 64},
         # 2 levels: 100 % and 5 % (a sparse level keeps the L-OBS solves small)
         "prune": {"rate": 0.95, "rounds": [{"k": 1, "prev": 0}, {"k": 2, "prev": 1}]},

@@ -44,8 +44,11 @@ BAD = [
     (r"black: \{gamma_first: 1, ", "black: {gamma_first: -2, ", "scenarios.black.gamma_first"),
     (r"(red: +\{gamma_first: 1, +gamma_rest: 1, +lam: )0", r"\g<1>-1", "scenarios.red.lam"),
     (r"^  scenarios: \[red, blue, black, green\]", "  scenarios: [red, purple]", "purple"),
-    (r"^  criterion: magnitude_increase", "  criterion: taylor", "prune.criterion"),
-    (r"^  scope: layerwise", "  scope: chaotic", "prune.scope"),
+    (r"^  criterion: magnitude ", "  criterion: taylor ", "prune.criterion"),
+    (r"^  criterion: magnitude ", "  criterion: snip ", "prune.criterion"),  # a baseline's, not an LT criterion
+    (r"^  scope: global ", "  scope: chaotic ", "prune.scope"),
+    (r"^  layer_rates: \{\}", "  layer_rates: {classifier.6.weight: 1.0}", "prune.layer_rates"),
+    (r"^  ignore: \[classifier.6.weight\]", "  ignore: classifier.6.weight", "prune.ignore"),
     (r"^  image_size: 64 ", "  image_size: 32 ", "data.image_size"),
     (r"^  rate: 0.5", "  rate: 0.99", "prune"),  # 7 rounds at p=0.99 leave nothing
     (r"^    - \{k: 2, prev: 1\}", "    - {k: 2, prev: 0}", "prune.rounds"),

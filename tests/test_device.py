@@ -188,7 +188,7 @@ def test_loss_moves_gamma_with_to():
 def test_tiny_pipeline_with_device_cpu(tmp_path, monkeypatch, capsys):
     """`train.device: cpu` set explicitly (the tiny profile): data, init, a round trained, evaluated and pruned;
     the stage logs its device once, and the checkpoints hold CPU tensors that load weights_only."""
-    from classprune import evaluation, lottery, paths
+    from classprune import evaluation, lottery
     from classprune.data import steps
     from classprune.pretrain import pretrain as pretrain_step
     from classprune.config import load_params

@@ -11,6 +11,8 @@ import pytest
 import torch
 import yaml
 
+from classprune.diagnose import CAUSES
+
 sys.path.insert(0, str(Path(__file__).parent))
 from _project import ROOT, git, make_project  # noqa: E402
 
@@ -98,14 +100,22 @@ def test_repro_writes_the_artifact_contract(project):
         for k in range(1, rounds + 1):
             d = proj / "models" / sc / f"seed_{seed}" / f"round_{k}"
             weights, mask, rewound = load(d / "weights.pt"), load(d / "mask.pt"), load(d / "rewound.pt")
+            layerwise = params["prune"]["scope"] == "layerwise"
+            rates = params["prune"]["layer_rates"]
+            assert not set(params["prune"]["ignore"]) & set(mask), "ignored tensors are never in a mask"
+            kept, total = 0, 0
             for n, m in mask.items():
                 assert m.dtype == torch.bool
-                assert abs(int(m.sum()) - m.numel() * (1 - rate) ** (k - 1)) <= 1, (sc, k, n)
+                if layerwise or n in rates:
+                    assert abs(int(m.sum()) - m.numel() * (1 - rates.get(n, rate)) ** (k - 1)) <= 1, (sc, k, n)
+                if n not in rates:
+                    kept, total = kept + int(m.sum()), total + m.numel()
                 assert torch.all(weights[n][~m] == 0), f"pruned weights trained in {sc} round {k} {n}"
                 if prev_mask is not None:
                     assert not torch.any(m & ~prev_mask[n]), "masks only shrink"
                 assert torch.equal(rewound[n][m], w0[n][m]), "round k starts from the survivors of W0"
                 assert torch.all(rewound[n][~m] == 0)
+            assert abs(kept - total * (1 - rate) ** (k - 1)) <= len(mask), (sc, k)
             prev_mask = mask
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
     assert set(metrics) == set(scenarios) | set(params["baselines"]["methods"])
@@ -113,14 +123,22 @@ def test_repro_writes_the_artifact_contract(project):
         assert sorted(metrics[sc]) == [f"round_{k}" for k in range(1, rounds + 1)]
         for k in range(1, rounds + 1):
             entry = metrics[sc][f"round_{k}"]
-            assert {"auc", "accuracy", "fnr", "fpr", "remaining", "op_fnr", "op_fpr", "n_constant"} <= set(entry)
-            assert entry["remaining"] == pytest.approx((1 - rate) ** (k - 1), abs=1e-4)
+            assert {"auc", "accuracy", "fnr", "fpr", "remaining", "remaining_all", "op_fnr", "op_fpr", "n_constant",
+                    "n_dead"} <= set(entry)
+            assert entry["remaining"] == pytest.approx((1 - rate) ** (k - 1), abs=1e-3)
+            assert entry["remaining_all"] >= entry["remaining"] - 1e-9
+        result = json.loads((proj / "reports" / "rounds" / f"seed_{seed}" / f"{sc}.json").read_text())
+        for rd in result["rounds"]:  # the evaluate stage says whether each round's network is alive, and why not
+            d = rd["diagnosis"]
+            assert d["units"] == {"features": 256, "head1": 8, "head2": 8} and d["cause"] in CAUSES
+            assert set(d["w0_kept"]) == {n.removesuffix(".weight") for n in mask if n.endswith(".weight")}
     for split in ("test", "val"):
         assert (proj / "reports" / "figures" / f"{split}.png").stat().st_size > 10_000
         for sc in scenarios:
             assert len((proj / "reports" / "curves" / split / f"{sc}.csv").read_text().splitlines()) == rounds + 1
     summary = (proj / "reports" / "summary.md").read_text()
     assert "FN budget" in summary and "Collapses" in summary and all(sc in summary for sc in scenarios)
+    assert "Why tickets die" in summary
     selection = json.loads((proj / "reports" / "selection.json").read_text())
     assert set(selection) == set(scenarios)
     assert (proj / "dvc.lock").is_file()

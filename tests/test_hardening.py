@@ -379,9 +379,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_train_stage_without_its_inputs_fails_cleanly_and_writes_nothing(tmp_path, monkeypatch):
-    from classprune import evaluation, lottery, paths
-    from classprune.data import steps
-    from classprune.pretrain import pretrain as pretrain_step
+    from classprune import lottery
     from classprune.config import load_params
 
     raw = profile_params("tiny")
@@ -408,9 +406,7 @@ def test_diverging_round_stops_with_one_line_and_writes_nothing(tmp_path, monkey
 
     import yaml
 
-    from classprune import evaluation, lottery, paths
-    from classprune.data import steps
-    from classprune.pretrain import pretrain as pretrain_step
+    from classprune import lottery
     from classprune.config import load_params
 
     raw = profile_params("tiny")

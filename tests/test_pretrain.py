@@ -5,9 +5,7 @@ import pytest
 import torch
 import yaml
 
-from classprune import evaluation, io, lottery, paths
-from classprune.data import steps
-from classprune.pretrain import pretrain as pretrain_step
+from classprune import io, lottery, paths
 from classprune.config import Params
 from classprune.errors import CheckpointError, ConfigError, DataError
 from classprune.model import build_model

@@ -126,11 +126,11 @@ class Round(_Strict):
 
 class Prune(_Strict):
     rate: float = Field(0.5, gt=0, lt=1)
-    scope: Literal["layerwise", "global"] = "layerwise"
-    criterion: str = "magnitude_increase"
-    include_biases: bool = True
+    scope: Literal["layerwise", "global"] = "global"
+    criterion: str = "magnitude"
+    include_biases: bool = False
     # tensors never pruned (open_lth's pruning_layers_to_ignore), e.g. [classifier.6.weight]: the output layer
-    ignore: list[str] = []
+    ignore: list[str] = ["classifier.6.weight"]
     # tensors pruned at their own rate, each on its own (Frankle & Carbin: the output layer at half the rate)
     layer_rates: dict[str, float] = {}
     rewind_iteration: int = Field(0, ge=0)  # late rewinding: rewind to the weights after this many round-1 steps
@@ -183,7 +183,7 @@ class Prune(_Strict):
 
 class Run(_Strict):
     scenarios: list[str] = ["red", "blue", "black", "green"]
-    seeds: list[int] = [0, 1, 2]
+    seeds: list[int] = [0, 1, 2, 3, 4]
 
     @field_validator("seeds")
     @classmethod

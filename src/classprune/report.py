@@ -136,16 +136,21 @@ def fn_budget(df: pd.DataFrame, margin: float) -> dict[str, dict | None]:
     out: dict[str, dict | None] = {}
     val = df[(df["split"] == "val") & (df["kind"] == "scenario")]
     for method, g in val.groupby("method"):
-        levels = g.groupby("round").agg(remaining=("remaining", "mean"), fnr=("fnr", "mean"),
+        levels = g.groupby("round").agg(remaining=("remaining", "mean"), remaining_all=("remaining_all", "mean"),
+                                        fnr=("fnr", "mean"),
                                         constant=("constant", "any")).sort_values("remaining", ascending=False)
         dense = levels.iloc[0]
         if dense["constant"] or math.isnan(dense["fnr"]):
             out[method] = None
             continue
         ok = levels[(~levels["constant"]) & (levels["fnr"] <= dense["fnr"] + margin)]
-        out[method] = ({"round": int(ok["remaining"].idxmin()), "remaining": float(ok["remaining"].min()),
-                        "val_fnr": float(ok.loc[ok["remaining"].idxmin(), "fnr"]), "dense_val_fnr": float(dense["fnr"])}
-                       if len(ok) else None)
+        if ok.empty:
+            out[method] = None
+            continue
+        best = ok["remaining"].idxmin()
+        out[method] = {"round": int(best), "remaining": float(ok.loc[best, "remaining"]),
+                       "remaining_all": float(ok.loc[best, "remaining_all"]), "val_fnr": float(ok.loc[best, "fnr"]),
+                       "dense_val_fnr": float(dense["fnr"])}
     return out
 
 
@@ -164,7 +169,8 @@ def selection(params: Params, df: pd.DataFrame, budget: dict[str, dict | None]) 
         logodds = None if logodds is None or pd.isna(logodds) else float(logodds)
         # the export applies it to softmax(logits)[:, 1] = sigmoid(log-odds); without val positives: argmax
         prob = 0.5 if logodds is None else 1.0 / (1.0 + math.exp(-max(min(logodds, 700.0), -700.0)))
-        out[method] = {"seed": seed, "round": b["round"], "remaining": b["remaining"], "weights": str(rp.weights),
+        out[method] = {"seed": seed, "round": b["round"], "remaining": b["remaining"],
+                       "remaining_all": b["remaining_all"], "weights": str(rp.weights),
                        "mask": str(rp.mask), "threshold": prob, "threshold_logodds": logodds,
                        "threshold_rule": f"val FNR <= {params.evaluate.target_fnr}" if logodds is not None else "argmax"}
     return out
