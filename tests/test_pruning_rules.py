@@ -109,3 +109,21 @@ def test_dead_units_and_cause_of_a_network_whose_head_is_cut():
     assert diagnose.cause({**alive, "features": 256}, units, True, True) == "features lost"
     assert diagnose.cause(alive, units, True, True) == "output cut"
     assert not diagnose.score_constant(np.array([0.1, 0.2]))
+
+
+def test_diagnose_records_why_a_cut_network_is_dead():
+    """What the evaluate stage writes per round: a network with a dead head gives one score and says why."""
+    model = build_model(seed=0, dropout=0.0).eval()
+    w0 = {n: t.clone() for n, t in model.state_dict().items()}
+    mask = full_mask(model, include_biases=False)
+    with torch.no_grad():
+        model.classifier[4].weight.zero_()
+        model.classifier[4].bias.fill_(-1.0)  # every head2 ReLU is 0
+    x = torch.randn(5, 3, 64, 64)
+    with torch.no_grad():
+        logits = model(x)
+    scores, argmax = (logits[:, 1] - logits[:, 0]).numpy(), logits.argmax(1).numpy()
+    assert diagnose.applies(model) and not diagnose.applies(torch.nn.Linear(2, 2))
+    d = diagnose.diagnose(model, [(x, None)], scores, argmax, mask, w0)
+    assert d["score_constant"] and d["cause"] == "dead head" and d["dead"]["head2"] == 8
+    assert d["w0_kept"]["features.0"] == 1.0 and set(d["w0_kept"]) == {n.removesuffix(".weight") for n in mask}

@@ -71,6 +71,21 @@ def score_constant(scores: np.ndarray) -> bool:
     return bool(len(scores) > 0 and np.ptp(scores) == 0)
 
 
+def applies(model: nn.Module) -> bool:
+    """The watched layers exist: AlexNet-256-8-8-2 (not the MobileNet baseline)."""
+    return all(name in dict(model.named_modules()) for name in UNITS.values())
+
+
+def diagnose(model: nn.Module, val_batches: Iterable, scores: np.ndarray, argmax: np.ndarray,
+             mask: Mapping[str, torch.Tensor], initial: Mapping[str, torch.Tensor] | None = None) -> dict:
+    """Whether the network is alive on val and, if not, why: what the evaluate stage records per round."""
+    dead, units = dead_units(model, val_batches), units_of(model)
+    flat = score_constant(scores)
+    return {"dead": dead, "units": units, "score_constant": flat,
+            "cause": cause(dead, units, flat, bool(len(np.unique(argmax)) == 1)),
+            "w0_kept": w0_kept(initial, mask) if initial is not None else None}
+
+
 def cause(dead: Mapping[str, int], units: Mapping[str, int], constant_score: bool, constant_argmax: bool) -> str:
     """The first cause that applies, in the order of the forward pass."""
     if dead["features"] == units["features"]:

@@ -30,15 +30,9 @@ def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: 
     device = next(model.parameters()).device
     out = {"remaining": remaining(mask), "remaining_all": remaining_all(mask, n_parameters), "nonzero": n_nonzero}
     preds = {s: predict(model, train_loader(params, s, train=False, device=device), desc=s) for s in ("val", "test")}
-    if "classifier.5" in dict(model.named_modules()):  # AlexNet-256-8-8-2 (not MobileNet)
-        dead = diagnose.dead_units(model, train_loader(params, "val", train=False, device=device))
-        units = diagnose.units_of(model)
-        labels, scores, argmax = preds["val"]
-        flat = diagnose.score_constant(scores)
-        one_class = bool(len(set(argmax.tolist())) == 1)
-        out["diagnosis"] = {"dead": dead, "units": units, "score_constant": flat,
-                            "cause": diagnose.cause(dead, units, flat, one_class),
-                            "w0_kept": diagnose.w0_kept(initial, mask) if initial is not None else None}
+    if diagnose.applies(model):
+        val = train_loader(params, "val", train=False, device=device)
+        out["diagnosis"] = diagnose.diagnose(model, val, *preds["val"][1:], mask, initial)
     threshold = operating_threshold(*preds["val"][:2], params.evaluate.target_fnr)
     out["threshold"] = threshold
     for split_name, (labels, scores, argmax) in preds.items():
