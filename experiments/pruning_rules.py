@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from classprune.diagnose import CONV
+from classprune.report import diagnosis_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"run.scenarios": ["red", "black"], "run.seeds": [0, 1, 2, 3, 4], "baselines.methods": []}
@@ -104,13 +104,11 @@ def _rows(name: str, r: dict) -> list[dict]:
     for rd in r["rounds"]:
         if "diagnosis" not in rd:
             return []
-        d, val = rd["diagnosis"], rd["val"]
-        kept = d.get("w0_kept") or {}
+        val = rd["val"]
         rows.append({"rule": name, "scenario": r["method"], "seed": r["seed"], "round": rd["round"],
                      "remaining": rd["remaining"], "remaining_all": rd.get("remaining_all"),
                      "val_auc": val["auc"], "val_fnr": val["fnr"], "val_fpr": val["fpr"],
-                     "constant": val["constant"], "score_constant": d["score_constant"], "cause": d["cause"],
-                     **{f"dead_{k}": v for k, v in d["dead"].items()}, **{f"w0_kept_{c}": kept.get(c) for c in CONV}})
+                     "constant": val["constant"], **diagnosis_columns(rd)})
     return rows
 
 
@@ -127,8 +125,7 @@ def _grid(agg: pd.DataFrame, cell) -> list[str]:
 
 def table(df: pd.DataFrame) -> str:
     """Per rule, scenario and round: mean / min val AUC over seeds, dead and constant models, why they died."""
-    df = df.assign(w0_kept_conv=df[[f"w0_kept_{c}" for c in CONV]].mean(axis=1),
-                   dead_head=df["dead_head1"] + df["dead_head2"])
+    df = df.assign(dead_head=df["dead_head1"] + df["dead_head2"])
     agg = df.groupby(["rule", "scenario", "round"], sort=False).agg(
         seeds=("seed", "nunique"), auc=("val_auc", "mean"), auc_min=("val_auc", "min"), dead=("score_constant", "sum"),
         const=("constant", "sum"), kept=("w0_kept_conv", "mean"), features=("dead_features", "mean"),

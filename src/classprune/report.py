@@ -21,7 +21,7 @@ OP_KEYS = ("fnr", "fpr", "accuracy", "balanced_accuracy")  # at the val-chosen o
 MEAN_KEYS = (*METRIC_KEYS, "balanced_accuracy", *(f"op_{k}" for k in OP_KEYS))
 
 
-def _diagnosis_columns(rd: dict) -> dict:
+def diagnosis_columns(rd: dict) -> dict:
     """The evaluate stage's diagnosis on val (classprune.diagnose), flat; empty for models without one."""
     d = rd.get("diagnosis")
     if not d:
@@ -55,7 +55,7 @@ def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
                 m, op = rd[split], rd[split].get("op", {})
                 rows.append({"method": r["method"], "kind": r["kind"], "seed": r["seed"], "round": rd["round"],
                              "remaining": rd["remaining"], "remaining_all": rd.get("remaining_all", rd["remaining"]),
-                             "nonzero": rd.get("nonzero"), "split": split, **_diagnosis_columns(rd),
+                             "nonzero": rd.get("nonzero"), "split": split, **diagnosis_columns(rd),
                              "threshold": rd.get("threshold"),
                              **{k: m.get(k) for k in (*METRIC_KEYS, "balanced_accuracy", "tp", "fp", "tn", "fn")},
                              "constant": bool(m.get("constant", False)),
