@@ -62,7 +62,7 @@ def latency(tmp: Path, reps: int, threads: int) -> dict[int, dict[str, float]]:
     """Median seconds per image (batch 1): torch and onnxruntime, each on the dense (100 %) and the 1.56 % model."""
     import onnxruntime as ort
 
-    from classprune.export import export_onnx
+    from classprune.onnx_files import export_onnx
     from classprune.sparse import load_sparse
 
     result = {}

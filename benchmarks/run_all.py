@@ -1,6 +1,6 @@
 """Run every benchmark, write reports/bench.json (atomically) and print a markdown table for the README.
 
-    python benchmarks/run_all.py                       # prune, masked step, cpu_isa, data loading, export (a few minutes)
+    python benchmarks/run_all.py                       # prune, masked step, cpu_isa, data loading, export, ONNX files (a few minutes)
     python benchmarks/run_all.py --pipeline            # + Prefect DAG vs serial dvc repro, no-op repro (tiny)
     python benchmarks/run_all.py --pipeline --profile default --workers 2
     python benchmarks/run_all.py --quick               # fewer repetitions, for a smoke test
@@ -21,6 +21,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 import bench_export  # noqa: E402
 import bench_isa  # noqa: E402
 import bench_loader  # noqa: E402
+import bench_onnx  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_prune  # noqa: E402
 import bench_step  # noqa: E402
@@ -28,7 +29,7 @@ from _common import ROOT, machine, machine_line, markdown_table, set_threads  # 
 
 from classprune.io import write_json  # noqa: E402
 
-BENCHMARKS = ("prune", "step", "isa", "loader", "export")
+BENCHMARKS = ("prune", "step", "isa", "loader", "export", "onnx")
 
 
 def main(argv=None) -> int:
@@ -58,6 +59,8 @@ def main(argv=None) -> int:
                                         train_batches=2 if a.quick else 3))
     if "export" in a.only:
         results.append(bench_export.run(reps=10 if a.quick else 50))
+    if "onnx" in a.only:
+        results.append(bench_onnx.run(reps=8 if a.quick else 40))
     if a.pipeline:
         results.append(bench_pipeline.run(a.profile, a.workers, a.keep))
     rows = [r for res in results for r in res["rows"]]

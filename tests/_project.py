@@ -23,8 +23,9 @@ GIT_ENV = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
 
 
 def _ignore(directory: str, names: list[str]) -> set[str]:
-    # DVC's cache, locks and state db belong to the source repo; __pycache__ is noise
-    skip = {"__pycache__"} | ({"cache", "tmp"} if Path(directory).name == ".dvc" else set())
+    # DVC's cache, locks, state db and local config (a cache.dir of this checkout) belong to the source repo;
+    # __pycache__ is noise
+    skip = {"__pycache__"} | ({"cache", "tmp", "config.local"} if Path(directory).name == ".dvc" else set())
     return skip & set(names)
 
 

@@ -21,33 +21,14 @@ from classprune.errors import CheckpointError  # noqa: E402
 from classprune.masks import full_mask, save_mask  # noqa: E402
 from classprune.model import build_model  # noqa: E402
 from classprune.pruning import keep_top  # noqa: E402
+from _export_inputs import pruned_round, write_export_inputs  # noqa: E402
 
-META = {"image_size": 64, "mean": [0.45, 0.43, 0.41], "std": [0.2, 0.21, 0.19]}
-THRESHOLD = 0.42
-
-
-def _pruned_round(root: Path, keep: float, seed: int = 0) -> tuple[Path, Path]:
-    """A checkpoint as a train stage leaves it: trained-looking weights, zero where the mask prunes."""
-    model = build_model(seed=seed)
-    g = torch.Generator().manual_seed(seed + 1)
-    state = {n: t + 0.01 * torch.randn(t.shape, generator=g) for n, t in model.state_dict().items()}
-    mask = keep_top({n: state[n].abs() for n in full_mask(model)}, full_mask(model), keep)
-    state = {n: t * mask[n] for n, t in state.items()}
-    root.mkdir(parents=True, exist_ok=True)
-    torch.save(state, root / "weights.pt")
-    save_mask(mask, root / "mask.pt")
-    return root / "weights.pt", root / "mask.pt"
+META = {"image_size": 64, "mean": [0.45, 0.43, 0.41], "std": [0.2, 0.21, 0.19]}  # export_model's own tests
+_pruned_round = pruned_round
 
 
-def _write_project_inputs(proj: Path) -> None:
-    """What the cache, train and report stages would have left: meta.json, a checkpoint, selection.json."""
-    _pruned_round(proj / "models/black/round_7", 0.015625)
-    (proj / "data/cache").mkdir(parents=True, exist_ok=True)
-    (proj / "data/cache/meta.json").write_text(json.dumps(META))
-    (proj / "reports").mkdir(exist_ok=True)
-    sel = {"black": {"seed": 0, "round": 7, "remaining": 0.015625, "weights": "models/black/round_7/weights.pt",
-                     "mask": "models/black/round_7/mask.pt", "threshold": THRESHOLD}, "red": None}
-    (proj / "reports/selection.json").write_text(json.dumps(sel))
+def _meta(proj: Path) -> dict:
+    return json.loads((proj / "data/cache/meta.json").read_text())
 
 
 def _env() -> dict:
@@ -64,7 +45,7 @@ def _run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
 def project(tmp_path_factory):
     """A git + DVC copy of the project where the export stage's script ran on a selection.json."""
     proj = make_project(tmp_path_factory.mktemp("export") / "proj")
-    _write_project_inputs(proj)
+    write_export_inputs(proj)
     proc = _run(proj, sys.executable, "stages/export.py")
     assert proc.returncode == 0, proc.stderr
     return proj, proc.stdout
@@ -85,12 +66,16 @@ def _checkpoint_model(weights: Path) -> torch.nn.Module:
 def test_stage_exports_the_selected_model_and_skips_null(project):
     proj, out = project
     d = proj / "models/export/black"
-    assert sorted(p.name for p in d.iterdir()) == ["deploy.json", "model.onnx", "sparse_fp16.pt", "sparse_fp32.pt"]
+    info = json.loads((d / "deploy.json").read_text())
+    onnx_files = {e["file"] for e in info["onnx"].values() if e["shipped"]}
+    assert {"model.onnx", "model_sparse.onnx"} <= onnx_files
+    assert sorted(p.name for p in d.iterdir()) == sorted(["deploy.json", "sparse_fp16.pt", "sparse_fp32.pt", *onnx_files])
     assert not (proj / "models/export/red").exists()
     assert "red: no level met the FN budget" in out
     assert json.loads((proj / "models/export/index.json").read_text())["not_exported"] == ["red"]
-    info = json.loads((d / "deploy.json").read_text())
-    assert (info["image_size"], info["mean"], info["std"], info["threshold"]) == (64, META["mean"], META["std"], THRESHOLD)
+    meta = _meta(proj)
+    assert (info["image_size"], info["mean"], info["std"]) == (64, meta["mean"], meta["std"])
+    assert info["threshold"] == info["onnx"]["fp32"]["threshold"]  # chosen again on val from the file's scores
     assert info["round"] == 7 and info["source_checkpoint"] == "models/black/round_7/weights.pt"
     assert info["remaining"] == pytest.approx(0.015625, rel=0.01)
     assert info["nonzero"] == sum(int(m.sum()) for m in torch.load(proj / "models/black/round_7/mask.pt",
@@ -139,7 +124,8 @@ def test_onnx_agrees_with_torch_and_carries_the_metadata(project, batch):
     np.testing.assert_allclose(logits, ref.numpy(), rtol=0, atol=1e-5)
     np.testing.assert_allclose(score, torch.softmax(ref, 1)[:, 1].numpy(), rtol=0, atol=1e-5)
     props = {p.key: p.value for p in onnx.load(str(d / "model.onnx")).metadata_props}
-    assert float(props["threshold"]) == THRESHOLD and json.loads(props["mean"]) == META["mean"]
+    info = json.loads((d / "deploy.json").read_text())
+    assert float(props["threshold"]) == info["onnx"]["fp32"]["threshold"] and json.loads(props["mean"]) == _meta(proj)["mean"]
     assert int(props["image_size"]) == 64 and props["positive_class"] == "Positive"
 
 
@@ -183,12 +169,14 @@ def test_predict_scores_a_folder_with_the_checkpoints_scores(project, tmp_path):
     from classprune.data.cache import decode
 
     x = torch.from_numpy(np.stack([decode(str(p), 64) for p in paths])).permute(0, 3, 1, 2).float() / 255
-    x = (x - torch.tensor(META["mean"]).view(1, 3, 1, 1)) / torch.tensor(META["std"]).view(1, 3, 1, 1)
+    meta = _meta(proj)
+    x = (x - torch.tensor(meta["mean"]).view(1, 3, 1, 1)) / torch.tensor(meta["std"]).view(1, 3, 1, 1)
     with torch.no_grad():
         ref = torch.softmax(_checkpoint_model(proj / "models/black/round_7/weights.pt")(x), 1)[:, 1]
-    for (path, score, decision), s in zip(lines, ref.tolist()):
-        assert float(score) == pytest.approx(s, abs=1e-6)
-        assert decision == ("Positive" if s >= THRESHOLD else "negative")
+    threshold = json.loads((proj / "models/export/black/deploy.json").read_text())["onnx"]["fp32"]["threshold"]
+    for (path, score, decision), s in zip(lines, ref.tolist()):  # onnxruntime's scores, torch's within 1e-5
+        assert float(score) == pytest.approx(s, abs=1e-5)
+        assert decision == ("Positive" if float(score) >= threshold else "negative")
 
 
 @pytest.mark.parametrize("damage", ["missing_dir", "corrupt_image", "no_images"])
@@ -252,8 +240,8 @@ def test_damaged_sparse_file_is_refused_with_one_line(project, tmp_path, damage)
         sp.load_sparse(d / "sparse_fp32.pt")
     msg = str(err.value)
     assert "\n" not in msg and str(d / "sparse_fp32.pt") in msg
-    proc = _run(proj, sys.executable, "-m", "classprune.cli", "predict", "--model", str(d), "--images",
-                str(_write_pngs(tmp_path / "imgs", 1)[0]))
+    proc = _run(proj, sys.executable, "-m", "classprune.cli", "predict", "--model", str(d), "--runtime", "torch",
+                "--images", str(_write_pngs(tmp_path / "imgs", 1)[0]))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "sparse_fp32.pt" in proc.stderr
 
 

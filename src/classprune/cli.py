@@ -139,16 +139,26 @@ def _exit(status: int) -> None:
 
 def run_predict(argv: Sequence[str] | None = None) -> int:
     """``classprune predict``: score images with an exported model; one line per image."""
+    from .predict import PRECISIONS
+
     p = argparse.ArgumentParser(prog="classprune predict",
                                 description="Score images with an exported model (models/export/<scenario>).")
-    p.add_argument("--model", required=True, help="export dir holding deploy.json and sparse_fp32.pt")
-    p.add_argument("--images", required=True, help="a folder of images (or one image file)")
+    p.add_argument("--model", required=True, help="export dir holding deploy.json and the model files")
+    src = p.add_mutually_exclusive_group(required=True)
+    src.add_argument("--images", help="a folder of images (or one image file)")
+    src.add_argument("--split", help="the images of one split of --manifest (train, val, test)")
+    p.add_argument("--manifest", default="data/splits/manifest.csv", help="the pipeline's split manifest")
+    p.add_argument("--precision", choices=PRECISIONS, default="fp32", help="which ONNX file (default fp32)")
+    p.add_argument("--sparse", action="store_true", help="the file with sparse initializers (same scores)")
+    p.add_argument("--runtime", choices=("onnx", "torch"), default="onnx",
+                   help="onnx: the ONNX file in onnxruntime (the device's path); torch: sparse_fp32.pt in PyTorch")
     a = p.parse_args(argv)
-    from .predict import predict, read_deploy
+    from .predict import predict, read_deploy, split_images
 
     try:
         info = read_deploy(a.model)
-        results = predict(a.model, a.images)
+        images = split_images(a.split, a.manifest) if a.split else a.images
+        results = predict(a.model, images, precision=a.precision, sparse=a.sparse, runtime=a.runtime)
     except (ClassPruneError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

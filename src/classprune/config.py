@@ -117,6 +117,8 @@ class Evaluate(_Strict):
 
     batch_size: int = Field(256, ge=1)
     target_fnr: float = Field(0.05, ge=0, lt=1)  # operating point: highest threshold with val FNR <= this
+    fnr_confidence: float = Field(0.95, gt=0, lt=1)  # one-sided exact binomial upper bounds on FNR
+    threshold_rule: Literal["point", "bound"] = "point"  # what must meet target_fnr on val: FNR or its bound
 
 
 class Round(_Strict):
@@ -198,6 +200,17 @@ class Report(_Strict):
     split: Literal["val", "test"] = "test"
 
 
+class Export(_Strict):  # the edge files: which precisions, how int8 is calibrated
+    precisions: list[Literal["fp32", "fp16", "int8"]] = ["fp32", "fp16", "int8"]
+    calibration_per_class: int = Field(64, ge=1)  # train images per class for int8 calibration
+    seed: int = 0
+
+    @field_validator("precisions")
+    @classmethod
+    def _fp32_first(cls, v: list[str]) -> list[str]:  # fp32 is the reference the others are checked against
+        if v[:1] != ["fp32"] or len(set(v)) != len(v):
+            raise ValueError("export.precisions must start with fp32 and name each precision once")
+        return v
 
 
 class Params(_Strict):
@@ -212,6 +225,7 @@ class Params(_Strict):
     run: Run = Run()
     evaluate: Evaluate = Evaluate()
     report: Report = Report()
+    export: Export = Export()
     baselines: Baselines = Baselines()
 
     @field_validator("scenarios")
@@ -256,16 +270,14 @@ class Params(_Strict):
 
 def _format(err: ValidationError, path: Path) -> str:
     e = err.errors()[0]
-    key = ".".join(str(p) for p in e["loc"]) or "(top level)"
-    msg = e["msg"].removeprefix("Value error, ")
+    key, msg = ".".join(str(p) for p in e["loc"]) or "(top level)", e["msg"].removeprefix("Value error, ")
     extra = f" ({len(err.errors()) - 1} more)" if len(err.errors()) > 1 else ""
     got = f", got {e['input']!r}" if "input" in e and not isinstance(e["input"], (dict, list)) else ""
     return f"{path}: {key}: {msg}{got}{extra}"
 
 
 def load_train(path: str | Path = DEFAULT_PARAMS) -> Train:
-    """params.yaml's ``train`` section alone, validated, config's defaults where it is missing: what the flows
-    need (threads, device) without requiring a complete params file."""
+    """params.yaml's ``train`` alone, config's defaults where missing: what the flows need, no full file."""
     path = Path(path)
     raw = (yaml.safe_load(path.read_text()) or {}) if path.is_file() else {}
     try:

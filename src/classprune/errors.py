@@ -19,3 +19,7 @@ class DataError(ClassPruneError):
 
 class CheckpointError(ClassPruneError):
     """A checkpoint is missing, corrupt, or not loadable with weights_only=True."""
+
+
+class ExportError(ClassPruneError):
+    """An exported file would not keep the model's promise (e.g. quantization moved a pruned zero)."""

@@ -17,7 +17,7 @@ def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: 
     """Metrics on val and test separately (never pooled), plus the sparsity of ``mask``.
 
     Besides the argmax decision (the paper's), an operating point: the threshold on the positive-class
-    log-odds chosen on val (``evaluate.target_fnr``), then applied unchanged to test. ``diagnosis`` says on
+    log-odds chosen on val (``evaluate.target_fnr``, ``threshold_rule``), then applied unchanged to test. ``diagnosis`` says on
     val whether the network is alive, and if not why (``classprune.diagnose``); given W0 (``initial``),
     also the share of W0's magnitude the mask keeps per layer.
     """
@@ -33,7 +33,9 @@ def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: 
     if diagnose.applies(model):
         val = train_loader(params, "val", train=False, device=device)
         out["diagnosis"] = diagnose.diagnose(model, val, *preds["val"][1:], mask, initial)
-    threshold = operating_threshold(*preds["val"][:2], params.evaluate.target_fnr)
+    ev = params.evaluate
+    threshold = operating_threshold(*preds["val"][:2], ev.target_fnr,
+                                    ev.fnr_confidence if ev.threshold_rule == "bound" else None)
     out["threshold"] = threshold
     for split_name, (labels, scores, argmax) in preds.items():
         out[split_name] = binary_metrics(labels, scores, argmax)

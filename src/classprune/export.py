@@ -10,8 +10,11 @@
   :func:`load_sparse`.
 * ``model.onnx``: the network in eval mode for standard runtimes, fixed input ``image`` N x 3 x S x S
   (normalised, RGB), two outputs: ``logits`` (N x 2) and ``score`` = softmax(logits)[:, 1] (N), the
-  positive-class probability the threshold applies to. ONNX stores dense tensors, zeros included.
-* ``deploy.json``: preprocessing, threshold and provenance (also in the ONNX ``metadata_props``).
+  positive-class probability the threshold applies to; dense fp32. The export stage adds
+  ``model_sparse.onnx``, ``model_fp16.onnx`` and ``model_int8.onnx`` (:mod:`classprune.onnx_files`), each
+  evaluated as shipped (:mod:`classprune.shipped`); a file that fails its val check is not shipped.
+* ``deploy.json``: preprocessing, threshold and provenance (also in the ONNX ``metadata_props``); from the
+  stage also each ONNX file's own threshold, val/test metrics and the test FNR bound.
 
 Every scenario's dir and the whole ``models/export`` are written atomically.
 """
@@ -27,18 +30,24 @@ from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from . import io
 from .errors import CheckpointError, ConfigError, DataError
+from .onnx_files import FILES, export_onnx
 from .sparse import load_sparse, to_sparse
 
 SELECTION = Path("reports/selection.json")
 EXPORT_DIR = Path("models/export")
 SIZES_CSV = Path("reports/export_sizes.csv")
-CACHE_META = Path("data/cache/meta.json")
+EXPORT_CSV = Path("reports/export.csv")
+EXPORT_MD = Path("reports/export.md")
+EXPORT_JSON = Path("reports/export.json")
+CACHE_DIR = Path("data/cache")
+CACHE_META = CACHE_DIR / "meta.json"
 SPARSE = {"fp32": ("sparse_fp32.pt", torch.float32), "fp16": ("sparse_fp16.pt", torch.float16)}
-ONNX_FILE = "model.onnx"
+ONNX_FILE = FILES["fp32"]
 DEPLOY_FILE = "deploy.json"
 SIZE_COLUMNS = ("scenario", "seed", "round", "remaining", "nonzero", "dense_bytes", "dense_gz_bytes",
                 "sparse_fp32_bytes", "sparse_fp32_gz_bytes", "sparse_fp16_bytes", "sparse_fp16_gz_bytes",
@@ -46,36 +55,6 @@ SIZE_COLUMNS = ("scenario", "seed", "round", "remaining", "nonzero", "dense_byte
 
 
 # --- export ---------------------------------------------------------------------------------------------
-
-class _Scored(torch.nn.Module):
-    """The network plus the positive-class probability, so a runtime needs no post-processing."""
-
-    def __init__(self, net: torch.nn.Module) -> None:
-        super().__init__()
-        self.net = net
-
-    def forward(self, image: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        logits = self.net(image)
-        return logits, torch.softmax(logits, dim=1)[:, 1]
-
-
-def export_onnx(model: torch.nn.Module, image_size: int, path: str | Path, metadata: Mapping[str, Any]) -> None:
-    """torch.onnx (dynamo) export with a dynamic batch; ``metadata`` goes into metadata_props as strings."""
-    import warnings
-
-    wrapped = _Scored(model).eval()
-    example = torch.zeros(1, 3, image_size, image_size)
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        program = torch.onnx.export(wrapped, (example,), None, input_names=["image"],
-                                    output_names=["logits", "score"], dynamo=True, verbose=False,
-                                    dynamic_shapes={"image": {0: torch.export.Dim("batch")}})
-    for node in program.model.graph.all_nodes():  # exporter debug info: stack traces with this machine's paths
-        node.metadata_props.clear()                  # would make the file differ between checkouts
-    program.model.metadata_props.update(
-        {k: v if isinstance(v, str) else json.dumps(v) for k, v in metadata.items()})
-    program.save(str(path))
-
 
 def _positive_class(params) -> str:
     return "malignant" if params.data.source == "isic" else params.data.positive_class
@@ -169,16 +148,90 @@ def measure_sizes(dense: Path, export_dir: Path) -> dict[str, int]:
     return out
 
 
-def export_selection(params, selection: str | Path = SELECTION, cache_meta: str | Path = CACHE_META,
-                     out_dir: str | Path = EXPORT_DIR, sizes_csv: str | Path = SIZES_CSV) -> dict[str, Any]:
-    """The export stage: every selected model into ``out_dir`` (atomically, all or nothing), then the size table."""
+def _calibration(params, cache_dir: Path) -> list:
+    """Train images of both classes, ``export.calibration_per_class`` each (seeded), in batches of 32."""
+    from .data.cache import CachedDataset, load_split
+
+    train = load_split(cache_dir, "train")
+    rng = np.random.default_rng(params.export.seed)
+    picks = []
+    for c in (0, 1):
+        idx = np.flatnonzero(train.labels == c)
+        if idx.size == 0:
+            raise DataError(f"{cache_dir}: the train split has no images of class {c} to calibrate int8 with")
+        picks.append(rng.choice(idx, min(params.export.calibration_per_class, idx.size), replace=False))
+    ds = CachedDataset(train)
+    x = np.stack([ds[int(i)][0].numpy() for i in np.sort(np.concatenate(picks))])
+    return [x[i:i + 32] for i in range(0, len(x), 32)]
+
+
+def _set_metadata(path: Path, updates: Mapping[str, Any]) -> None:
+    import onnx
+
+    model = onnx.load(str(path))
+    props = {p.key: p.value for p in model.metadata_props} | {k: json.dumps(v) for k, v in updates.items()}
+    del model.metadata_props[:]
+    onnx.helper.set_model_props(model, props)
+    onnx.save(model, str(path))
+
+
+def ship_onnx(out: Path, info: dict[str, Any], params, cache_dir: Path, row: Mapping[str, Any]) -> list[dict]:
+    """Write the other ONNX files, evaluate every one as shipped, keep those that pass; update deploy.json."""
+    from . import onnx_files, shipped
+
+    ev, src = params.evaluate, out / ONNX_FILE
+    fp32_nodes: dict[str, list[str]] = {"fp32": []}
+    if "fp16" in params.export.precisions:
+        onnx_files.to_fp16(src, out / FILES["fp16"])
+        fp32_nodes["fp16"] = []
+    if "int8" in params.export.precisions:
+        fp32_nodes["int8"] = onnx_files.quantize_int8(src, out / FILES["int8"], _calibration(params, cache_dir))
+    for p in list(fp32_nodes):
+        onnx_files.to_sparse_initializers(out / FILES[p], out / FILES[f"{p}_sparse"])
+        fp32_nodes[f"{p}_sparse"] = fp32_nodes[p]
+    results = {p: shipped.assess(out / FILES[p], cache_dir, ev) for p in fp32_nodes}
+    entries, rows = {}, []
+    for p, res in results.items():
+        why = shipped.why_not(res, None if p == "fp32" else results["fp32"], ev, params.report.fn_margin)
+        path = out / FILES[p]
+        if not why:
+            _set_metadata(path, {"threshold": res["threshold"], "precision": p})
+        rows.append({**row, "precision": p, "file": FILES[p], "shipped": not why, "why": why,
+                     "fp32_nodes": " ".join(fp32_nodes[p]), "bytes": path.stat().st_size, "gz_bytes": _gz_size(path),
+                     "threshold": res["threshold"],
+                     **{f"{s}_{k}": res[s][k] for s in shipped.SPLITS for k in
+                        ("auc", "fnr", "fpr", "fn", "n_positive", "fp", "n", "fnr_upper")},
+                     "bound_threshold": res["bound"]["threshold"],
+                     **{f"bound_{s}_{k}": res["bound"][s][k] for s in shipped.SPLITS for k in ("fnr", "fpr", "fn", "fnr_upper")}})
+        entries[p] = shipped.deploy_entry(FILES[p], res, why, fp32_nodes[p])
+        if why:
+            path.unlink()
+            print(f"export: {info['scenario']}: {FILES[p]} not shipped: {why}")
+    main = next((p for p in FILES if p in entries and entries[p]["shipped"]), None)
+    info.update({"onnx": entries, "threshold_rule": shipped.rule_text(ev),
+                 "fnr_bound": shipped.fnr_bound(entries[main], ev) if main else None})
+    if main:
+        info["threshold"] = entries[main]["threshold"]
+    info["files"] = {k: v for k, v in info["files"].items() if k != "onnx" or entries["fp32"]["shipped"]}
+    (out / DEPLOY_FILE).write_text(json.dumps(info, indent=2, sort_keys=True) + "\n")
+    return rows
+
+
+def export_selection(params, selection: str | Path = SELECTION, cache_dir: str | Path = CACHE_DIR,
+                     out_dir: str | Path = EXPORT_DIR, sizes_csv: str | Path = SIZES_CSV,
+                     export_csv: str | Path = EXPORT_CSV, export_md: str | Path = EXPORT_MD,
+                     export_json: str | Path = EXPORT_JSON) -> dict[str, Any]:
+    """The export stage: every selected model into ``out_dir`` (atomically, all or nothing), each ONNX file
+    evaluated as shipped, then the size table and the export table."""
+    from . import shipped
+
     sel = read_selection(selection)
-    cache_meta = Path(cache_meta)
-    if not cache_meta.is_file():
-        raise DataError(f"{cache_meta} not found; run the cache stage first (dvc repro cache)")
-    meta = io.read_json(cache_meta)
+    cache_dir = Path(cache_dir)
+    if not (cache_dir / "meta.json").is_file():
+        raise DataError(f"{cache_dir / 'meta.json'} not found; run the cache stage first (dvc repro cache)")
+    meta = io.read_json(cache_dir / "meta.json")
     out_dir = Path(out_dir)
-    rows, skipped, exported = [], [], {}
+    rows, onnx_rows, skipped, exported = [], [], [], {}
     with io.atomic_path(out_dir, is_dir=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
         for name, entry in sel.items():
@@ -189,13 +242,17 @@ def export_selection(params, selection: str | Path = SELECTION, cache_meta: str 
             info = _write_export(tmp / name, entry["weights"], entry["mask"], meta, entry["threshold"],
                                  _positive_class(params), scenario=name, seed=entry["seed"], k=entry["round"])
             sizes = measure_sizes(Path(entry["weights"]), tmp / name)
-            rows.append({"scenario": name, "seed": info["seed"], "round": info["round"],
-                         "remaining": info["remaining"], "nonzero": info["nonzero"], **sizes,
-                         "fp16_over_dense": sizes["sparse_fp16_bytes"] / sizes["dense_bytes"]})
+            row = {"scenario": name, "seed": info["seed"], "round": info["round"],
+                   "remaining": info["remaining"], "nonzero": info["nonzero"]}
+            rows.append({**row, **sizes, "fp16_over_dense": sizes["sparse_fp16_bytes"] / sizes["dense_bytes"]})
+            onnx_rows += ship_onnx(tmp / name, info, params, cache_dir, row)
             exported[name] = str(out_dir / name)
         (tmp / "index.json").write_text(json.dumps({"exported": exported, "not_exported": skipped},
                                                    indent=2, sort_keys=True) + "\n")
-    write_sizes_csv(rows, sizes_csv)
+        write_sizes_csv(rows, sizes_csv)
+        shipped.write_csv(onnx_rows, export_csv)
+        io.write_json(export_json, shipped.metrics_tree(onnx_rows))
+        io.write_text(export_md, shipped.markdown(onnx_rows, params.evaluate, skipped))
     return {"exported": exported, "not_exported": skipped}
 
 

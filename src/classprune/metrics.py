@@ -55,15 +55,42 @@ def binary_metrics(labels: np.ndarray, scores: np.ndarray, preds: np.ndarray) ->
     }
 
 
-def operating_threshold(labels: np.ndarray, scores: np.ndarray, target_fnr: float) -> float | None:
-    """The highest threshold t whose FNR on these (validation) samples is <= target_fnr (predict t <= score).
+def fnr_upper_bound(misses: int, positives: int, confidence: float) -> float | None:
+    """One-sided exact (Clopper-Pearson) upper bound on the FNR after ``misses`` of ``positives``.
+
+    What a split can promise: 0 misses in 90 positives bound the FNR at 3.3 % with 95 % confidence.
+    """
+    from scipy.stats import binomtest
+
+    if positives <= 0:
+        return None
+    ci = binomtest(int(misses), int(positives), alternative="less").proportion_ci(confidence_level=confidence,
+                                                                                   method="exact")
+    return float(ci.high)
+
+
+def allowed_misses(positives: int, target_fnr: float, confidence: float | None = None) -> int:
+    """Positives a threshold may miss on this split: FNR <= target, or (with ``confidence``) its exact
+    upper bound <= target. -1 when not even 0 misses meet the bound (too few positives)."""
+    if confidence is None:
+        return int(math.floor(target_fnr * positives + 1e-9))
+    k = -1
+    while k + 1 <= positives and fnr_upper_bound(k + 1, positives, confidence) <= target_fnr:
+        k += 1
+    return k
+
+
+def operating_threshold(labels: np.ndarray, scores: np.ndarray, target_fnr: float,
+                        confidence: float | None = None) -> float | None:
+    """The highest threshold t whose FNR on these (validation) samples is <= target_fnr (predict t <= score);
+    with ``confidence``, whose FNR upper bound is (the strictest, 0 misses, when none is).
 
     Chosen on val and applied unchanged to test. None without positives (undefined FNR).
     """
     pos = np.sort(np.asarray(scores, dtype=np.float64)[np.asarray(labels) == 1])
     if len(pos) == 0:
         return None
-    missed = int(math.floor(target_fnr * len(pos) + 1e-9))  # positives allowed below the threshold
+    missed = max(allowed_misses(len(pos), target_fnr, confidence), 0)  # positives allowed below the threshold
     return float(pos[min(missed, len(pos) - 1)])
 
 

@@ -1,4 +1,9 @@
-"""Using an export: score image files with an exported model, preprocessed exactly as training saw them."""
+"""Using an export: score image files with an exported model, preprocessed exactly as training saw them.
+
+The default path is the device's: an ONNX file of the export in onnxruntime, at that file's own threshold
+(deploy.json ``onnx.<precision>``); ``runtime="torch"`` scores the sparse fp32 file in PyTorch instead, at
+the fp32 file's threshold.
+"""
 from __future__ import annotations
 
 import json
@@ -12,6 +17,8 @@ import torch
 from .errors import CheckpointError, DataError
 from .export import DEPLOY_FILE, SPARSE
 from .sparse import load_sparse
+
+PRECISIONS = ("fp32", "fp16", "int8")
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -55,15 +62,55 @@ def list_images(images: str | Path) -> list[Path]:
     return paths
 
 
-def predict(model_dir: str | Path, images: str | Path, batch: int = 64) -> list[tuple[Path, float, bool]]:
-    """(path, positive-class probability, decision) per image, from the sparse fp32 file of an export."""
+def split_images(split: str, manifest: str | Path) -> list[Path]:
+    """The image files of one split of the pipeline's manifest (data/splits/manifest.csv), in its order."""
+    import pandas as pd
+
+    manifest = Path(manifest)
+    if not manifest.is_file():
+        raise DataError(f"manifest not found: {manifest} (run the split stage, or pass --images)")
+    rows = pd.read_csv(manifest)
+    if not {"path", "split"} <= set(rows.columns):
+        raise DataError(f"{manifest} is not a split manifest (needs the columns path and split)")
+    paths = [Path(p) for p in rows.loc[rows["split"] == split, "path"]]
+    if not paths:
+        raise DataError(f"{manifest} has no images in split {split!r}")
+    return paths
+
+
+def onnx_entry(info: Mapping[str, Any], model_dir: str | Path, precision: str, sparse: bool) -> dict[str, Any]:
+    """deploy.json's entry of one ONNX file; a file that was not shipped is an error that says why."""
+    key = precision + ("_sparse" if sparse else "")
+    entries = info.get("onnx") or {}
+    if key not in entries:
+        raise CheckpointError(f"{model_dir}: no {key} ONNX file in {DEPLOY_FILE} (export.precisions: "
+                              f"{', '.join(sorted(entries)) or 'none evaluated'})")
+    entry = entries[key]
+    if not entry.get("shipped"):
+        raise CheckpointError(f"{model_dir}: {entry.get('file')} was not shipped: {entry.get('why_not')}")
+    return entry
+
+
+def predict(model_dir: str | Path, images: str | Path | list[Path], batch: int = 64, precision: str = "fp32",
+            sparse: bool = False, runtime: str = "onnx") -> list[tuple[Path, float, bool]]:
+    """(path, positive-class probability, decision) per image."""
+    from . import onnx_files
+
     info = read_deploy(model_dir)
-    model = load_sparse(Path(model_dir) / SPARSE["fp32"][0])
-    paths = list_images(images)
+    if runtime == "onnx":
+        entry = onnx_entry(info, model_dir, precision, sparse)
+        path = Path(model_dir) / entry["file"]
+        threshold, sess = float(entry["threshold"]), onnx_files.session(path)
+    elif runtime == "torch":
+        threshold, model = info["threshold"], load_sparse(Path(model_dir) / SPARSE["fp32"][0])
+    else:
+        raise DataError(f"unknown runtime {runtime!r}; choose onnx or torch")
+    paths = images if isinstance(images, list) else list_images(images)
     x = preprocess(paths, info)  # every image decoded first: a corrupt one stops before any output
-    scores = []
-    with torch.no_grad():
-        for start in range(0, len(paths), batch):
-            scores.append(torch.softmax(model(x[start:start + batch]), dim=1)[:, 1])
-    s = torch.cat(scores).tolist()
-    return [(p, v, v >= info["threshold"]) for p, v in zip(paths, s)]
+    chunks = [x[start:start + batch] for start in range(0, len(paths), batch)]
+    if runtime == "onnx":
+        s = onnx_files.run(sess, (c.numpy() for c in chunks), path)[1].tolist()
+    else:
+        with torch.no_grad():
+            s = torch.cat([torch.softmax(model(c), dim=1)[:, 1] for c in chunks]).tolist()
+    return [(p, v, v >= threshold) for p, v in zip(paths, s)]
