@@ -24,10 +24,11 @@ install: $(STAMP)
 ## Run the main job on the embedded default and print the summary: the DVC pipeline as a Prefect flow,
 ## REPRO_WORKERS stages at once (dvc.lock, caching and reports exactly as `dvc repro`), then the metrics
 ## as Prefect artifacts. Set PREFECT_API_URL to watch it in `make ui`; otherwise Prefect starts a temporary
-## local server.
-REPRO_WORKERS ?= 2
+## local server. REPRO_WORKERS empty (the default): the flow's own default, the usable CPU cores capped by the
+## available memory over one stage's peak (the log says how many and why); REPRO_WORKERS=N forces N.
+REPRO_WORKERS ?=
 repro: $(STAMP)
-	source $(BIN)/activate && python -m flows.fanout --workers $(REPRO_WORKERS)
+	source $(BIN)/activate && python -m flows.fanout $(if $(REPRO_WORKERS),--workers $(REPRO_WORKERS))
 	@cat reports/summary.md
 
 ## The same pipeline as plain serial `dvc repro` (one stage at a time, no Prefect).

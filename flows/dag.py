@@ -2,10 +2,13 @@
 
 DVC has no parallel ``dvc repro``; the flows run one ``dvc repro --single-item`` per stage, so they need
 the DAG that DVC itself builds from dvc.yaml (``repo.index.graph``), never a copy of it.
+``prefetch_dag`` starts reading it in another process; ``take_dag`` is the flow's way to get it.
 """
 from __future__ import annotations
 
+import contextlib
 import shlex
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -114,3 +117,39 @@ def _with_upstream(stages: dict[str, Stage], keep: set[str]) -> set[str]:
                 seen.add(u)
                 todo.append(u)
     return seen
+
+
+# (repo, targets) -> (params.yaml's bytes then, Future of load_dag), started by prefetch_dag
+_PREFETCHED: dict[tuple, tuple[bytes, object]] = {}
+
+
+def _dag_key(repo_dir: str, targets: list[str] | None) -> tuple:
+    return str(Path(repo_dir).resolve()), tuple(targets or ())
+
+
+def _params_bytes(repo_dir: str) -> bytes:
+    """The stage graph follows params.yaml (scenarios, seeds): a prefetched graph holds only while it is unchanged."""
+    path = Path(repo_dir) / "params.yaml"
+    return path.read_bytes() if path.is_file() else b""
+
+
+def prefetch_dag(repo_dir: str, targets: list[str] | None) -> None:
+    """Start DVC's status check (seconds: it hashes every dependency) in a forked process now, so that it
+    runs beside the temporary Prefect server's start-up instead of after it (a thread would share the GIL
+    with that start-up); the flow takes the result."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor
+
+    context = multiprocessing.get_context("fork") if sys.platform == "linux" else None  # elsewhere: spawn
+    pool = ProcessPoolExecutor(1, mp_context=context)
+    _PREFETCHED[_dag_key(repo_dir, targets)] = _params_bytes(repo_dir), pool.submit(load_dag, repo_dir, targets)
+    pool.shutdown(wait=False)
+
+
+def take_dag(repo_dir: str, targets: list[str] | None) -> list[Stage]:
+    """load_dag's answer: the prefetched one when params.yaml is unchanged since, else read now."""
+    params, future = _PREFETCHED.pop(_dag_key(repo_dir, targets), (None, None))
+    if future is not None and params == _params_bytes(repo_dir):
+        with contextlib.suppress(Exception):  # a failure is raised again, unpickled, by the call below
+            return future.result()
+    return load_dag(repo_dir, targets)

@@ -100,13 +100,14 @@ def save_experiment(repo: Path, log) -> str | None:
 
 @flow(name="classprune-fanout")
 def classprune_fanout(scenarios: list[str] | None = None, seeds: list[int] | None = None,
-                      datasets: list[str] | None = None, workers: int = 2, retries: int = 0,
+                      datasets: list[str] | None = None, workers: int | None = None, retries: int = 0,
                       threads: int | None = None, task_runner: str = "threads", dask_address: str | None = None,
                       repo_dir: str = "."):
     """Run scenarios x seeds (x datasets) with the parallel DVC pipeline and publish the metrics as artifacts.
 
     params.yaml is left as it was; the results stay in the workspace and, in git, as a DVC experiment.
-    threads: torch threads per stage (default: train.threads, at most cpu_count // workers).
+    workers: stages at once (default: the usable CPU cores, fewer when the available memory is short).
+    threads: torch threads per stage (default: train.threads, at most cores // workers).
     """
     log = get_run_logger()
     repo = Path(repo_dir).resolve()

@@ -17,9 +17,15 @@ path (a shared filesystem, DVC cache included: ``.dvc/cache`` or a shared ``cach
 environment (dvc, classprune, prefect, prefect-dask) with its ``python`` first on PATH, and PREFECT_API_URL
 pointing at the same Prefect server as the flow.
 
+Workers: ``workers``, or else the usable CPU cores capped by the available memory over one stage's
+measured peak (flows.progress.machine_workers); the log says which and why.
+
 Threads: each stage gets CLASSPRUNE_THREADS = ``threads_per_worker``, or else params.yaml's train.threads
-lowered to cpu_count // workers (at least 1; train.threads 0 means that many), which the stages apply to
+lowered to usable cores // workers (at least 1; train.threads 0 means that many), which the stages apply to
 torch (classprune.device.set_threads), so workers x threads fits the CPU.
+
+Progress: after each stage the log says "done N of M stages, about T min left" (flows.progress: means per
+stage kind) and the artifact ``classprune-progress`` (percent of stages done) follows it in the UI.
 
 GPU: stages that compute on ``train.device`` (train, evaluate, baseline, pretrain) hold a slot of that
 device while they run when it resolves to a CUDA GPU: ``gpu_slots`` per device (default 1), file locks under
@@ -37,6 +43,8 @@ import os
 import subprocess
 import sys
 import threading
+import time
+from datetime import datetime, timezone
 from pathlib import Path
 
 from prefect import flow, get_run_logger, task
@@ -44,8 +52,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.futures import as_completed
 from prefect.states import Completed, Failed
 
-from flows.dag import load_dag
+from flows import progress
+from flows.dag import prefetch_dag, take_dag
 from flows.gpu import GPU_STAGES, device_slot, stage_gpu
+from flows.progress import usable_cores
 
 
 class StageFailed(RuntimeError):
@@ -58,8 +68,9 @@ class DaskMissing(RuntimeError):
 
 @task(name="dvc-stage", cache_policy=NO_CACHE, persist_result=False)
 def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str, gpu: str | None = None,
-              gpu_slots: int = 1) -> str:
-    """``dvc --wait-for-lock repro --single-item STAGE`` in ``repo_dir``; raises StageFailed on failure.
+              gpu_slots: int = 1) -> float:
+    """``dvc --wait-for-lock repro --single-item STAGE`` in ``repo_dir``: the seconds it ran (GPU wait left
+    out); raises StageFailed on failure.
 
     The stage's stdout and stderr go to the task's log line by line while it runs (Prefect UI, task run
     page), so a long training round shows its progress instead of a silent task. With ``gpu``, it first
@@ -72,6 +83,7 @@ def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str, gpu: str | 
     cmd = ["dvc", "--wait-for-lock", "repro", "--single-item", stage]
     err: list[str] = []
     with device_slot(gpu, Path(repo_dir) / ".dvc" / "tmp" / "gpu-slots", gpu_slots):
+        t0 = time.monotonic()
         with subprocess.Popen(cmd, cwd=repo_dir, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, bufsize=1) as proc:
             # stderr on a thread, stdout here: neither pipe can fill up and block the stage. The thread runs
@@ -83,12 +95,13 @@ def run_stage(stage: str, repo_dir: str, threads: int, bin_dir: str, gpu: str | 
             _pump(proc.stdout, log, None)
             reader.join()
             rc = proc.wait()
+        seconds = time.monotonic() - t0
     if rc:
         # the stage's own last error line says why; DVC's closing "ERROR: failed to reproduce" only says that
         cause = [ln for ln in err if not ln.startswith(("ERROR: failed to reproduce", "WARNING:"))] or err or ["-"]
         log.error(f"stage {stage} exited {rc}: {cause[-1]}")
         raise StageFailed(f"stage {stage} failed (dvc exit {rc}): {cause[-1]}")
-    return stage
+    return seconds
 
 
 def _pump(stream, log, keep: list[str] | None) -> None:
@@ -103,12 +116,12 @@ def _pump(stream, log, keep: list[str] | None) -> None:
 
 
 def stage_threads(repo_dir: str, workers: int) -> int:
-    """params.yaml's train.threads, lowered to cpu_count // workers when it would oversubscribe the CPU
+    """params.yaml's train.threads, lowered to usable cores // workers when it would oversubscribe the CPU
     (0 means as many as fit). Results are bit-identical only at equal thread counts, so the flow keeps the
     count `dvc repro` uses whenever the CPU allows it."""
     from classprune.config import load_train
 
-    fit = max(1, (os.cpu_count() or 1) // workers)
+    fit = max(1, usable_cores() // workers)
     wanted = load_train(Path(repo_dir) / "params.yaml").threads
     return min(wanted, fit) if wanted > 0 else fit
 
@@ -132,21 +145,24 @@ def _task_runner(kind: str, workers: int, dask_address: str | None):
 
 
 @flow(name="dvc-pipeline")
-def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: int = 0,
+def dvc_pipeline(workers: int | None = None, targets: list[str] | None = None, retries: int = 0,
                  threads_per_worker: int | None = None, task_runner: str = "threads",
                  dask_address: str | None = None, repo_dir: str = ".", gpu_slots: int = 1):
     """Run the stale part of the DVC pipeline (or of ``targets`` and their upstream) with ``workers`` in parallel.
 
+    workers: None means as many as the usable cores and the available memory allow (progress.machine_workers).
     targets: stage names (``lt@red-0-level0``), stage groups (``lt``), scenarios (``red``) or
     baseline methods. The final state is Completed, or Failed with a message naming the failed stages
     (and their error lines) and the downstream stages that did not run.
     """
     log = get_run_logger()
     repo = str(Path(repo_dir).resolve())
-    stages = _dag(repo, targets)
+    stages = take_dag(repo, targets)
     if not stages:
         log.info("0 stage(s) to run")
         return Completed(message="pipeline up to date")
+    workers, why = progress.machine_workers() if workers is None else (workers, f"{workers} worker(s): as asked")
+    log.info(why)
     threads = threads_per_worker or stage_threads(repo, workers)
     # importing torch to look for a GPU costs seconds: only when a stage that computes will run
     gpu = stage_gpu(repo) if any(s.base in GPU_STAGES for s in stages) else None
@@ -155,6 +171,8 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
     stage_task = run_stage.with_options(retries=retries)
     bin_dir = str(Path(sys.executable).parent)
     futures, active, done = {}, {}, set()
+    est, t0 = progress.Estimate(stages, workers, progress.load_prior(repo)), time.monotonic()
+    artifact = _show_progress(None, est, f"0 of {len(stages)} stages done", log)
     with _task_runner(task_runner, workers, dask_address) as runner:
         while len(done) < len(stages):
             for s in stages:   # priority order: upstream first, longest remaining chain first
@@ -165,8 +183,14 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
                                         wait_for=[futures[u] for u in s.upstream])
                     futures[s.name], active[fut] = fut, s.name
             fut = next(as_completed(list(active)))
-            done.add(active.pop(fut))
+            name = active.pop(fut)
+            done.add(name)
+            est.finish(name, _seconds(fut))
+            line = est.progress(time.monotonic() - t0, _running(active))
+            log.info(line)
+            artifact = _show_progress(artifact, est, line, log)
         states = {name: fut.state for name, fut in futures.items()}
+    _record(repo, est, time.monotonic() - t0, log, task_runner=task_runner, threads=threads)
     failed = {n: st for n, st in states.items() if st.is_failed() or st.is_crashed()}
     not_run = [n for n, st in states.items() if not st.is_final()]
     if failed:
@@ -176,47 +200,53 @@ def dvc_pipeline(workers: int = 2, targets: list[str] | None = None, retries: in
     return Completed(message=f"{len(states)} stage(s) run")
 
 
-# (repo, targets) -> (params.yaml's bytes then, Future of load_dag), started by prefetch_dag
-_PREFETCHED: dict[tuple, tuple[bytes, object]] = {}
+def _seconds(fut) -> float | None:
+    """The seconds a finished stage ran; None when it failed or did not run."""
+    try:
+        return float(fut.result())
+    except Exception:   # its failure is reported from its state at the end of the flow
+        return None
 
 
-def _dag_key(repo_dir: str, targets: list[str] | None) -> tuple:
-    return str(Path(repo_dir).resolve()), tuple(targets or ())
+def _running(active: dict) -> dict[str, float]:
+    """Seconds each running stage has run, from its Running state's time (one API read each; best effort)."""
+    out, now = {}, datetime.now(timezone.utc)
+    for fut, name in active.items():
+        with contextlib.suppress(Exception):
+            st = fut.state
+            if st.is_running():
+                out[name] = max(0.0, (now - st.timestamp).total_seconds())
+    return out
 
 
-def _params_bytes(repo_dir: str) -> bytes:
-    """The stage graph follows params.yaml (scenarios, seeds): a prefetched graph holds only while it is unchanged."""
-    path = Path(repo_dir) / "params.yaml"
-    return path.read_bytes() if path.is_file() else b""
+def _show_progress(artifact_id, est: progress.Estimate, line: str, log):
+    """Create or update the ``classprune-progress`` artifact; a failure is logged, never fails the run."""
+    from prefect.artifacts import create_progress_artifact, update_progress_artifact
+
+    try:
+        if artifact_id is None:
+            return create_progress_artifact(est.percent, key="classprune-progress", description=line)
+        update_progress_artifact(artifact_id, est.percent, description=line)
+    except Exception as exc:
+        log.warning(f"progress artifact not updated: {exc!r}")
+    return artifact_id
 
 
-def prefetch_dag(repo_dir: str, targets: list[str] | None) -> None:
-    """Start DVC's status check (seconds: it hashes every dependency) in a forked process now, so that it
-    runs beside the temporary Prefect server's start-up instead of after it (a thread would share the GIL
-    with that start-up); the flow takes the result."""
-    import multiprocessing
-    from concurrent.futures import ProcessPoolExecutor
-
-    context = multiprocessing.get_context("fork") if sys.platform == "linux" else None  # elsewhere: spawn
-    pool = ProcessPoolExecutor(1, mp_context=context)
-    _PREFETCHED[_dag_key(repo_dir, targets)] = _params_bytes(repo_dir), pool.submit(load_dag, repo_dir, targets)
-    pool.shutdown(wait=False)
-
-
-def _dag(repo_dir: str, targets: list[str] | None):
-    params, future = _PREFETCHED.pop(_dag_key(repo_dir, targets), (None, None))
-    if future is not None and params == _params_bytes(repo_dir):
-        with contextlib.suppress(Exception):  # a failure is raised again, unpickled, by the call below
-            return future.result()
-    return load_dag(repo_dir, targets)
+def _record(repo: str, est: progress.Estimate, elapsed: float, log, **info) -> None:
+    """Durations per kind and the estimate's error at 10 % done: in the log and in progress.STAGE_TIMES."""
+    for line in progress.summary(est, elapsed):
+        log.info(line)
+    with contextlib.suppress(OSError):
+        progress.save_run(repo, est, elapsed, **info)
 
 
 def add_runner_args(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     """The options flows.pipeline and flows.fanout share: workers, retries, threads, Dask, repository."""
-    p.add_argument("--workers", type=positive, default=2, help="stages run at once (default: 2)")
+    p.add_argument("--workers", type=positive, help="stages run at once (default: the usable CPU cores, "
+                                                    "fewer when the available memory is short)")
     p.add_argument("--retries", type=int, default=0, help="retries of a failed stage (default: 0)")
     p.add_argument("--threads", type=int,
-                   help="torch threads per stage (default: train.threads, at most cpu_count // workers)")
+                   help="torch threads per stage (default: train.threads, at most cores // workers)")
     p.add_argument("--dask", metavar="ADDRESS", nargs="?", const="local",
                    help="run on Dask (needs the [dask] extra): a scheduler address, or no value for a local "
                         "cluster of --workers processes")

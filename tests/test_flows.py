@@ -106,6 +106,41 @@ def test_parallel_flow_completes_like_dvc_repro(runs):
     assert not SubprocessASGIServer._instances, "a temporary Prefect server was started in this process"
 
 
+def test_parallel_flow_reports_progress_and_time_left(runs, prefect_api):
+    """The module's flow run logged "done N of M stages, about T min left" after every stage, kept the
+    progress artifact at 100 % in the end, and left the stage durations per kind for the next estimate."""
+    import httpx
+    from prefect.logging.handlers import APILogWorker
+
+    from flows.dag import load_dag
+    from flows.progress import STAGE_TIMES
+
+    state, repo = runs["state"], runs["parallel"]
+    flow_run = str(state.state_details.flow_run_id)
+    APILogWorker.drain_all(timeout=10)
+    logs = httpx.post(f"{prefect_api}/logs/filter", json={
+        "logs": {"flow_run_id": {"any_": [flow_run]}, "task_run_id": {"is_null_": True}},   # the flow's own lines
+        "sort": "TIMESTAMP_ASC", "limit": 200}).raise_for_status().json()
+    lines = [lg["message"] for lg in logs]
+    assert "2 worker(s): as asked" in lines, lines
+    done = [m for m in lines if m.startswith("done ")]
+    times = json.loads((repo / STAGE_TIMES).read_text())     # .dvc/tmp/: git-ignored, written at the end
+    last = times["runs"][-1]
+    m = last["stages"]
+    assert m == len(load_dag(repo, include_up_to_date=True)) == len(last["durations"])
+    assert [d.split(" stages")[0] for d in done] == [f"done {n} of {m}" for n in range(1, m + 1)], done
+    assert all(" min left" in d for d in done[1:]) and done[-1].startswith(f"done {m} of {m} stages, about 0.0 min")
+    assert any(ln.startswith("estimate at 10 % done (") and ", real " in ln for ln in lines), lines
+    arts = httpx.post(f"{prefect_api}/artifacts/filter", json={
+        "artifacts": {"key": {"any_": ["classprune-progress"]}},
+        "flow_runs": {"id": {"any_": [flow_run]}}}).raise_for_status().json()
+    assert len(arts) == 1 and arts[0]["type"] == "progress" and float(arts[0]["data"]) == 100, arts
+    assert arts[0]["description"] == done[-1]
+    assert {"init", "lt", "evaluate", "baseline", "report"} <= set(times["kinds"])
+    assert last["check"]["real_left_s"] > 0 and last["workers"] == 2
+    assert all(k == name.split("@")[0] and s > 0 for name, k, s in last["durations"])
+
+
 def test_up_to_date_pipeline_runs_nothing(runs):
     state = run_flow(runs["parallel"], workers=2)
     assert state.is_completed() and "up to date" in state.message

@@ -60,33 +60,33 @@ def test_targets_select_a_scenario_and_its_upstream(project):
 def test_the_prefetched_dag_is_the_flows_dag_and_an_error_is_raised_in_the_flow(project):
     """main() starts DVC's status check in another process before the Prefect server starts; the flow
     takes that result once, and a failure there surfaces as the same one-line error as without it."""
-    from flows import pipeline
+    from flows import dag as graph   # flows.pipeline takes prefetch_dag and take_dag from here
     from flows.dag import load_dag
 
-    pipeline.prefetch_dag(str(project), ["red"])
-    [(_, future)] = pipeline._PREFETCHED.values()
+    graph.prefetch_dag(str(project), ["red"])
+    [(_, future)] = graph._PREFETCHED.values()
     expected = load_dag(project, ["red"])
     assert future.result(timeout=120) == expected      # computed in the other process
-    assert pipeline._dag(str(project), ["red"]) == expected
-    assert not pipeline._PREFETCHED, "taken once"
-    pipeline.prefetch_dag(str(project), ["nope"])
+    assert graph.take_dag(str(project), ["red"]) == expected
+    assert not graph._PREFETCHED, "taken once"
+    graph.prefetch_dag(str(project), ["nope"])
     with pytest.raises(ValueError, match="unknown targets .'nope'."):
-        pipeline._dag(str(project), ["nope"])
+        graph.take_dag(str(project), ["nope"])
     # params.yaml changed after the prefetch (as the fan-out does): the graph is read again
     from flows.fanout import set_params
 
     params = project / "params.yaml"
     original = params.read_bytes()
-    pipeline.prefetch_dag(str(project), None)
-    [(_, future)] = pipeline._PREFETCHED.values()
+    graph.prefetch_dag(str(project), None)
+    [(_, future)] = graph._PREFETCHED.values()
     assert "init@red-0" in {s.name for s in future.result(timeout=120)}   # read before the edit
     try:
         set_params(params, seeds=[3])
-        names = {s.name for s in pipeline._dag(str(project), None)}
+        names = {s.name for s in graph.take_dag(str(project), None)}
     finally:
         params.write_bytes(original)
     assert "init@red-3" in names and "init@red-0" not in names
-    assert not pipeline._PREFETCHED
+    assert not graph._PREFETCHED
 
 
 def test_fanout_params_edit_keeps_the_file_readable(tmp_path):
@@ -117,7 +117,7 @@ def test_stage_threads_keep_train_threads_unless_the_cpu_is_oversubscribed(tmp_p
     from flows.pipeline import stage_threads
 
     (tmp_path / "params.yaml").write_text(yaml.safe_dump({"train": {"threads": wanted}}))
-    monkeypatch.setattr("os.cpu_count", lambda: cpus)
+    monkeypatch.setattr("flows.pipeline.usable_cores", lambda: cpus)
     assert stage_threads(str(tmp_path), workers) == expected
 
 
@@ -126,5 +126,5 @@ def test_stage_threads_without_params_use_config_defaults(tmp_path, monkeypatch)
     from classprune.config import Train
     from flows.pipeline import stage_threads
 
-    monkeypatch.setattr("os.cpu_count", lambda: 4)
+    monkeypatch.setattr("flows.pipeline.usable_cores", lambda: 4)
     assert stage_threads(str(tmp_path), 2) == min(Train().threads, 2)

@@ -10,7 +10,7 @@ from . import io
 from .config import Params
 from .device import log_device, set_threads, stage_device
 from .lottery import build, train_loader
-from .paths import metrics_path, round_paths
+from .paths import metrics_path, round_paths, scores_path
 
 
 def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: dict | None = None) -> dict:
@@ -37,11 +37,26 @@ def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: 
     threshold = operating_threshold(*preds["val"][:2], ev.target_fnr,
                                     ev.fnr_confidence if ev.threshold_rule == "bound" else None)
     out["threshold"] = threshold
+    out["scores"] = {s: (p[0], p[1]) for s, p in preds.items()}  # for ROC/PR curves; write_result stores them
     for split_name, (labels, scores, argmax) in preds.items():
         out[split_name] = binary_metrics(labels, scores, argmax)
         at_op = (scores >= threshold).astype(int) if threshold is not None else argmax
         out[split_name]["op"] = binary_metrics(labels, scores, at_op)
     return out
+
+
+def write_result(result: dict) -> None:
+    """The result file (reports/rounds/..json) and, apart, every round's val/test labels and log-odds scores
+    (reports/scores/..npz, float32) from which the report draws ROC and precision-recall curves."""
+    import numpy as np
+
+    arrays = {}
+    for rd in result["rounds"]:
+        for split, (labels, scores) in rd.pop("scores", {}).items():
+            arrays[f"{split}_labels"] = np.asarray(labels, dtype=np.int8)
+            arrays[f"{split}_round_{rd['round']}"] = np.asarray(scores, dtype=np.float32)
+    io.write_json(metrics_path(result["method"], result["seed"]), result)
+    io.write_npz(scores_path(result["method"], result["seed"]), arrays)
 
 
 def evaluate_chain(params: Params, scenario: str, seed: int) -> dict:
@@ -57,7 +72,9 @@ def evaluate_chain(params: Params, scenario: str, seed: int) -> dict:
     log_device(device, label)
     for k, state, mask in states:
         rounds.append({"round": k, **evaluate_model(params, build(params, seed, state, device), mask, w0)})
-    result = {"method": scenario, "kind": "scenario", "seed": seed, "rounds": rounds}
-    io.write_json(metrics_path(scenario, seed), result)
+    write_result({"method": scenario, "kind": "scenario", "seed": seed, "rounds": rounds})
+    from .trainlog import chain_csv, gather
+
+    gather({k: round_paths(params, scenario, seed, k).train_log for k, _, _ in states}, chain_csv(scenario, seed))
     return {"method": scenario, "seed": seed,
             "test_auc": [r["test"]["auc"] for r in rounds], "test_fnr": [r["test"]["fnr"] for r in rounds]}

@@ -88,6 +88,7 @@ def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
     from .masks import load_mask, remaining, save_mask
     from .pruning import prune, rewind
     from .train import sgd, train_masked
+    from .trainlog import TrainLog
 
     set_threads(params.train.threads)
     label = f"{scenario} seed {seed} round {k}"
@@ -111,8 +112,9 @@ def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
         if step == late:
             snapshot.update({n: v.detach().cpu().clone() for n, v in m.state_dict().items()})
 
-    losses = train_masked(model, mask, loader, loss, t.iterations, **sgd(t), desc=label,
-                          on_step=keep_rewind_point if late else None)
+    with io.atomic_path(out.train_log, is_dir=True) as log_dir, TrainLog(log_dir) as log:
+        losses = train_masked(model, mask, loader, loss, t.iterations, **sgd(t), desc=label,
+                              on_step=keep_rewind_point if late else None, log=log)
     io.save_torch(out.rewound, snapshot if late else start)
     save_mask(mask, out.mask)
     io.save_torch(out.weights, state_to_cpu(model.state_dict()))

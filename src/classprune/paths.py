@@ -2,7 +2,8 @@
 
 ``models/<scenario>/seed_<s>/round_<k>/`` holds ``mask.pt`` (the mask round k trains with), ``rewound.pt``
 (the rewind point masked by that mask: the weights round k starts from) and ``weights.pt`` (trained).
-``round_0`` holds W0 as ``weights.pt`` and ``rewound.pt`` and the all-ones mask.
+``round_0`` holds W0 as ``weights.pt`` and ``rewound.pt`` and the all-ones mask. A trained round also holds
+``train/``, its DVCLive training curves.
 """
 from __future__ import annotations
 
@@ -17,8 +18,10 @@ PREPARED = Path("data/prepared")
 SPLITS = Path("data/splits")
 CACHE = Path("data/cache")
 ROUNDS = Path("reports/rounds")
+SCORES = Path("reports/scores")
 MODELS = Path("models")
 PRETRAINED_FEATURES = Path("models/pretrained/features.pt")
+PRETRAIN_LOG = Path("models/pretrained/train")  # its DVCLive training curves
 
 
 @dataclass(frozen=True)
@@ -37,6 +40,11 @@ class RoundPaths:
     def rewound(self) -> Path:
         return self.dir / "rewound.pt"
 
+    @property
+    def train_log(self) -> Path:
+        """The round's DVCLive directory: per-step training curves (classprune.trainlog)."""
+        return self.dir / "train"
+
 
 def round_paths(params: Params, scenario: str, seed: int, k: int) -> RoundPaths:
     params.check_seed(seed)
@@ -46,6 +54,11 @@ def round_paths(params: Params, scenario: str, seed: int, k: int) -> RoundPaths:
 def metrics_path(method: str, seed: int) -> Path:
     """One result file per (method, seed): every round of an LT chain, or every level of a baseline."""
     return ROUNDS / f"seed_{seed}" / f"{method}.json"
+
+
+def scores_path(method: str, seed: int) -> Path:
+    """The val and test scores of every round or level of a result file (for ROC and PR curves)."""
+    return SCORES / f"seed_{seed}" / f"{method}.npz"
 
 
 def declared_results(params: Params) -> list[Path]:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import math
 import os
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 import numpy as np
 import torch
@@ -48,12 +48,13 @@ def _to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> tor
 
 def pretrain_features(out_path: str | os.PathLike | None = None, *, steps: int = 1500, batch_size: int = 32,
                       lr: float = 0.02, momentum: float = 0.9, grad_clip: float = 2.0, n_per_class: int = 800,
-                      n_check_per_class: int = 50, image_size: int = 64, seed: int = 0) -> dict:
+                      n_check_per_class: int = 50, image_size: int = 64, seed: int = 0,
+                      log: Callable[[dict[str, float]], None] | None = None) -> dict:
     """Train AlexNet's features on the source task; save them to ``out_path`` (a features state_dict).
 
     Returns ``{"features": state_dict, "accuracy": held-out source accuracy, "final_loss", "seconds"}``;
     the state_dict's keys are those of ``model.features`` (as ``build_model(features=...)`` expects).
-    Deterministic for a seed and torch thread count.
+    Deterministic for a seed and torch thread count. ``log`` gets each step's loss, lr and gradient norm.
     """
     if steps < 1 or batch_size < 2 or lr <= 0 or grad_clip < 0 or n_check_per_class < 1:
         raise ValueError(f"pretraining needs steps >= 1, batch_size >= 2, lr > 0, grad_clip >= 0, "
@@ -84,9 +85,14 @@ def pretrain_features(out_path: str | os.PathLike | None = None, *, steps: int =
             if not torch.isfinite(loss):
                 raise FloatingPointError(f"source loss became {float(loss)} at step {step}; lower pretrain.lr")
             loss.backward()
+            norm = None
             if grad_clip > 0:
-                nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+                norm = nn.utils.clip_grad_norm_(net.parameters(), grad_clip)
+            elif log is not None:
+                norm = nn.utils.get_total_norm([p.grad for p in net.parameters() if p.grad is not None])
             optimizer.step()
+            if log is not None:
+                log({"loss": float(loss.detach()), "lr": lr, "grad_norm": float(norm)})
     net.eval()
     with torch.no_grad():
         xc = _to_tensor(check_images, mean, std)
@@ -107,11 +113,14 @@ def build_w0(features: Mapping[str, torch.Tensor], seed: int, dropout: float = 0
 def pretrain(params) -> dict:
     """The pretrain stage: learn W0's features once on the synthetic source task (model.pretrained: source)."""
     from .device import set_threads
-    from .paths import PRETRAINED_FEATURES
+    from .paths import PRETRAIN_LOG, PRETRAINED_FEATURES
+    from .trainlog import TRAINING, TrainLog, gather
 
     set_threads(params.train.threads)
     p = params.pretrain
-    result = pretrain_features(PRETRAINED_FEATURES, steps=p.steps, batch_size=p.batch_size, lr=p.lr,
-                               momentum=p.momentum, grad_clip=p.grad_clip, n_per_class=p.n_per_class,
-                               image_size=p.image_size, seed=p.seed)
+    with io.atomic_path(PRETRAIN_LOG, is_dir=True) as log_dir, TrainLog(log_dir) as log:
+        result = pretrain_features(PRETRAINED_FEATURES, steps=p.steps, batch_size=p.batch_size, lr=p.lr,
+                                   momentum=p.momentum, grad_clip=p.grad_clip, n_per_class=p.n_per_class,
+                                   image_size=p.image_size, seed=p.seed, log=log)
+    gather({0: PRETRAIN_LOG}, TRAINING / "pretrain.csv")
     return {k: v for k, v in result.items() if k != "features"}

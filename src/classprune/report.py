@@ -199,7 +199,11 @@ def write_reports(params: Params, root: Path = Path("."), out: Path = REPORTS, e
     if len(diffs):
         with io.atomic_path(out / "paired_differences.csv") as tmp:
             diffs.to_csv(tmp, index=False)
-    io.write_text(out / "summary.md", summary_markdown(params, df, agg, diffs, budget, chosen, params.report.split, extra))
+    from .curves import confusion_markdown, write_curves
+
+    write_curves(params, budget, out / "roc", out / "figures")
+    io.write_text(out / "summary.md", summary_markdown(params, df, agg, diffs, budget, chosen, params.report.split, extra)
+                  + "\n" + confusion_markdown(params, chosen, params.report.split))
     return agg
 
 

@@ -40,17 +40,35 @@ def first_nonfinite(model: nn.Module) -> str | None:
 
 
 def masked_step(model: nn.Module, optimizer: torch.optim.Optimizer, bits: Mapping[str, torch.Tensor],
-                grad_clip: float = 0.0) -> None:
+                grad_clip: float = 0.0, norm: bool = False) -> torch.Tensor | None:
     """Zero pruned gradients, clip their norm (the ranking loss can spike), step, zero pruned weights.
 
-    ``bits`` is ``masks.keep_bits(mask, params)``, made once per round.
+    ``bits`` is ``masks.keep_bits(mask, params)``, made once per round. Returns the gradient norm before
+    clipping (the clip computes it anyway; without a clip only when ``norm`` asks for it).
     """
     params = dict(model.named_parameters())
     zero_pruned({n: p.grad for n, p in params.items()}, bits)
+    total = None
     if grad_clip > 0:
-        torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+        total = torch.nn.utils.clip_grad_norm_(model.parameters(), grad_clip)
+    elif norm:
+        total = torch.nn.utils.get_total_norm([p.grad for p in params.values() if p.grad is not None])
     optimizer.step()
     zero_pruned(params, bits)
+    return total
+
+
+def step_values(loss_fn: nn.Module, logits: torch.Tensor, y: torch.Tensor, loss: float, lr: float,
+                grad_norm: torch.Tensor | None) -> dict[str, float]:
+    """What a training curve shows of one step; the parts come from detached logits (no effect on the step)."""
+    values = {"loss": loss, "lr": lr}
+    if hasattr(loss_fn, "parts"):
+        with torch.no_grad():
+            parts = loss_fn.parts(logits.detach(), y)
+        values.update(wce=float(parts["wce"]), rank=float(parts["shr"]))
+    if grad_norm is not None:
+        values["grad_norm"] = float(grad_norm)
+    return values
 
 
 def lr_factor(step: int, iterations: int, schedule: str = "constant", warmup: int = 0) -> float:
@@ -77,13 +95,15 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
                  iterations: int, lr: float = 0.01, momentum: float = 0.9, weight_decay: float = 0.0,
                  grad_clip: float = 0.0, schedule: str = "constant", warmup: int = 0,
                  desc: str = "train", check_every: int = 10,
-                 on_step: Callable[[int, nn.Module], None] | None = None) -> list[float]:
+                 on_step: Callable[[int, nn.Module], None] | None = None,
+                 log: Callable[[dict[str, float]], None] | None = None) -> list[float]:
     """Train ``iterations`` SGD steps, cycling through ``loader``; returns the loss of every step.
 
     The lr follows ``lr_factor`` (``schedule``, ``warmup``) through torch's LambdaLR.
     Raises TrainingDiverged (one line: where, which tensor, what to change) as soon as the loss or a
     weight is non-finite. ``on_step(step, model)`` runs after every step (1-based; late rewinding takes
-    its snapshot there). The loss is checked every step; the weights every ``check_every`` steps and
+    its snapshot there). ``log`` gets every step's loss, its parts (``loss_fn.parts`` on the detached logits),
+    the lr and the gradient norm (classprune.trainlog). The loss is checked every step; the weights every ``check_every`` steps and
     after the last one (a check is one fused norm per tensor, about 1.5 % of a batch-16 step at 64 px on
     one thread, so checking every step would cost more than the 1 % we allow it).
     """
@@ -101,14 +121,18 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
     for step, (x, y) in zip(bar, batches):
         optimizer.zero_grad(set_to_none=True)
         x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-        loss = loss_fn(model(x), y)
+        logits = model(x)
+        loss = loss_fn(logits, y)
         value = float(loss.detach())
         if not torch.isfinite(loss.detach()):
             bad = first_nonfinite(model)
             where = f"weight tensor {bad} is non-finite" if bad else f"the loss became {value}"
             raise TrainingDiverged(f"{desc}: training diverged at step {step + 1} of {iterations} ({where}); {ADVICE}")
         loss.backward()
-        masked_step(model, optimizer, bits, grad_clip)
+        lr_now = optimizer.param_groups[0]["lr"]
+        grad_norm = masked_step(model, optimizer, bits, grad_clip, norm=log is not None)
+        if log is not None:
+            log(step_values(loss_fn, logits, y, value, lr_now, grad_norm))
         scheduler.step()
         losses.append(value)
         if (step + 1) % check_every == 0 or step + 1 == iterations:

@@ -23,17 +23,17 @@ __all__ = ["METHODS", "get_baseline", "register_baseline", "run_baseline"]
 
 def run_baseline(params: Params, method: str, seed: int) -> dict:
     """Run one baseline for one seed on ``train.device``; write its result file (every level)."""
-    from .. import io
+    from .. import trainlog
     from ..device import set_threads, stage_device
-    from ..paths import metrics_path
+    from ..evaluation import write_result
 
     fn = get_baseline(method)
     params.check_seed(seed)  # a seed outside run.seeds is a user error
     set_threads(params.train.threads)
     device = stage_device(params.train.device, f"baseline {method} seed {seed}")
-    results = fn(params, seed, device)
-    io.write_json(metrics_path(method, seed),
-                  {"method": method, "kind": "baseline", "seed": seed, "rounds": results})
+    with trainlog.collecting(trainlog.chain_csv(method, seed)):  # training curves of the methods that train
+        results = fn(params, seed, device)
+    write_result({"method": method, "kind": "baseline", "seed": seed, "rounds": results})
     return {"method": method, "seed": seed,
             "levels": [{"round": r["round"], "remaining": round(r["remaining"], 6), "test_auc": r["test"]["auc"]}
                        for r in results]}

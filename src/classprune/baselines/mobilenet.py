@@ -1,6 +1,7 @@
 """MobileNet (Howard et al.): a compact architecture trained with the class-dependent loss, one point."""
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
@@ -70,6 +71,7 @@ def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
     from ..paths import CACHE
     from ..constants import NUM_PARAMETERS
     from ..model import count_parameters
+    from .. import trainlog
     from ..train import sgd, train_masked
 
     cfg, t = params.baselines.mobilenet, params.train
@@ -78,8 +80,9 @@ def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
     gamma = resolve_gamma(cfg.gamma, class_counts(CACHE, "train"))
     loss = ClassDependentLoss(gamma, cfg.lam, t.margin).to(device)
     torch.manual_seed(round_seed(seed, 1))
-    losses = train_masked(model, mask, train_loader(params, seed=round_seed(seed, 1), device=device), loss,
-                          t.iterations, **sgd(t), desc=cfg.arch)
+    with contextlib.nullcontext() if (log := trainlog.level(1)) is None else log:
+        losses = train_masked(model, mask, train_loader(params, seed=round_seed(seed, 1), device=device), loss,
+                              t.iterations, **sgd(t), desc=cfg.arch, log=log)
     recalibrate_batchnorm(model, train_loader(params, train=False, device=device), device)
     result = evaluate_model(params, model, mask)
     n_params = count_parameters(model)

@@ -1,6 +1,7 @@
 """SNIP with retraining: the SNIP mask on W0, then trained with the mask fixed."""
 from __future__ import annotations
 
+import contextlib
 from typing import TYPE_CHECKING
 
 import torch
@@ -17,6 +18,7 @@ def snip_trained(params: Params, seed: int, device: torch.device) -> list[dict]:
     from ..evaluation import evaluate_model
     from ..losses import ClassDependentLoss
     from ..lottery import build, round_seed, scenario_loss, train_loader
+    from .. import trainlog
     from ..train import sgd, train_masked
 
     cfg = params.baselines.snip_trained
@@ -28,7 +30,8 @@ def snip_trained(params: Params, seed: int, device: torch.device) -> list[dict]:
         model.load_state_dict(w0)  # every level starts from W0; train_masked makes a fresh optimizer
         torch.manual_seed(round_seed(seed, k))  # dropout, as in the LT round k
         loader = train_loader(params, seed=round_seed(seed, k), device=device)
-        losses = train_masked(model, mask, loader, loss, t.iterations, **sgd(t),
-                              desc=f"snip_trained level {k}")
+        with contextlib.nullcontext() if (log := trainlog.level(k)) is None else log:
+            losses = train_masked(model, mask, loader, loss, t.iterations, **sgd(t),
+                                  desc=f"snip_trained level {k}", log=log)
         out.append({"round": k, "final_loss": losses[-1], **evaluate_model(params, model, mask, w0)})
     return out
