@@ -51,10 +51,12 @@ ui: $(STAMP)
 	@echo "Prefect UI: http://127.0.0.1:4200  (in another shell: export PREFECT_API_URL=http://127.0.0.1:4200/api)"
 	source $(BIN)/activate && prefect server start --host 127.0.0.1 --port 4200
 
-## Debian's headless Chromium for the opt-in browser test (CLASSPRUNE_BROWSER_TESTS=1 make test); .ci/run
-## installs it the same way and enables the test.
+## Debian's headless Chromium for the opt-in browser test (CLASSPRUNE_BROWSER_TESTS=1 make test), and the
+## vega builds (npm, pinned) that let it open `dvc plots show`'s page offline; .ci/run installs both the same way.
+VEGA_NPM := vega@6.4.0 vega-lite@6.5.0 vega-embed@7.3.0
 browser-deps:
 	test -x /usr/bin/chromium || { apt-cache show chromium >/dev/null 2>&1 || apt-get update; apt-get install -y chromium; }
+	test -f .browser/node_modules/vega-embed/build/vega-embed.min.js || npm install --silent --no-audit --no-fund --prefix .browser $(VEGA_NPM)
 
 ## Benchmarks against the reference ways (prune loop, dense step, file loaders): reports/bench.json + a table.
 ## Includes the Prefect DAG vs serial `dvc repro` on the default profile and the no-op repro (about 80 min

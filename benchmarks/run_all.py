@@ -25,11 +25,12 @@ import bench_onnx  # noqa: E402
 import bench_pipeline  # noqa: E402
 import bench_prune  # noqa: E402
 import bench_step  # noqa: E402
+import bench_trainlog  # noqa: E402
 from _common import ROOT, machine, machine_line, markdown_table, set_threads  # noqa: E402
 
 from classprune.io import write_json  # noqa: E402
 
-BENCHMARKS = ("prune", "step", "isa", "loader", "export", "onnx")
+BENCHMARKS = ("prune", "step", "trainlog", "isa", "loader", "export", "onnx")
 
 
 def main(argv=None) -> int:
@@ -52,6 +53,8 @@ def main(argv=None) -> int:
         results.append(bench_prune.run(reps=3 if a.quick else 5))
     if "step" in a.only:
         results.append(bench_step.run(reps=8 if a.quick else 30))
+    if "trainlog" in a.only:
+        results.append(bench_trainlog.run(steps=200, reps=3 if a.quick else 8))
     if "isa" in a.only:
         results.append(bench_isa.run(reps=8 if a.quick else 20, rounds=2 if a.quick else 4))
     if "loader" in a.only:

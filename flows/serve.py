@@ -19,7 +19,8 @@ REPO = Path(__file__).resolve().parents[1]
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m flows.serve", description=__doc__.split("\n")[0])
     p.add_argument("--name", default="classprune", help="deployment name (default: classprune)")
-    p.add_argument("--workers", type=int, default=2, help="default workers of a run started from the UI")
+    p.add_argument("--workers", type=int, default=None,
+                   help="default workers of a run started from the UI (default: the usable cores, capped by memory)")
     p.add_argument("--limit", type=int, default=1, help="runs at once (default 1: they share the workspace)")
     a = p.parse_args(argv)
     if not os.environ.get("PREFECT_API_URL"):

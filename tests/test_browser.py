@@ -92,3 +92,41 @@ def test_ui_shows_finished_flow_run_and_its_metrics_artifact(tmp_path):
     assert '<img' in shots["figure"][2] and 'src="data:image/png;base64,' in shots["figure"][2], shots["figure"][2][-3000:]
     for png, proc, _dom in shots.values():
         assert_rendered(png, proc)
+
+
+VEGA = Path(__file__).parents[1] / ".browser" / "node_modules"  # make browser-deps (npm, pinned)
+VEGA_FILES = {"vega": "vega/build/vega.min.js", "vega-lite": "vega-lite/build/vega-lite.min.js",
+              "vega-embed": "vega-embed/build/vega-embed.min.js"}
+
+
+def test_dvc_plots_html_draws_training_and_roc_curves(tmp_path):
+    """`dvc plots show` of a finished tiny run, opened in headless Chromium: every chart is drawn, the
+    training curves per round and the ROC/PR curves per method included. DVC's page loads vega from a CDN;
+    the same vega builds from npm (make browser-deps) replace those script tags, Chromium stays offline."""
+    import re
+
+    if not all((VEGA / f).is_file() for f in VEGA_FILES.values()):
+        pytest.skip("vega builds missing: run make browser-deps (npm)")
+    repo = make_project(tmp_path / "repo", overrides={"baselines.methods": ["snip_trained"]})
+    env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
+    subprocess.run(["dvc", "repro", "-q"], cwd=repo, env=env, check=True, capture_output=True, timeout=900)
+    subprocess.run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], cwd=repo, env=env, check=True,
+                   capture_output=True, timeout=300)
+    html = (tmp_path / "plots" / "index.html").read_text()
+    scripts = "\n".join(f'<script src="file://{VEGA / f}"></script>' for f in VEGA_FILES.values())
+    html, n = re.subn(r'(<script src="https://cdn\.jsdelivr\.net/npm/vega[^"]*"></script>\s*)+', scripts, html)
+    assert n == 1, "DVC's page template changed: no vega script tags to replace"
+    page = tmp_path / "plots" / "local.html"
+    page.write_text(html)
+    charts = html.count("vegaEmbed(")
+    dom = chromium(page.as_uri(), tmp_path / "chromium-profile", "--allow-file-access-from-files",
+                   "--dump-dom").stdout
+    # vega-embed draws every chart into a canvas or svg inside its div; a failed one leaves an error text
+    drawn = len(re.findall(r'<(?:canvas|svg)[^>]*class="marks"', dom))
+    assert drawn == charts and charts >= 8 + 3, (drawn, charts, dom[-2000:])
+    for text in ("reports/training/black/seed_0.csv", "ROC (test split, first seed)",
+                 "reports/training/snip_trained/seed_0.csv", "Precision-recall (val split, first seed)"):
+        assert text in html
+    png = tmp_path / "plots.png"
+    assert_rendered(png, chromium(page.as_uri(), tmp_path / "chromium-profile", "--allow-file-access-from-files",
+                                  f"--screenshot={png}"))

@@ -144,6 +144,39 @@ def test_repro_writes_the_artifact_contract(project):
     assert (proj / "dvc.lock").is_file()
 
 
+def test_training_and_roc_curves_are_dvc_plots(project):
+    """DVCLive's per-step curves of every training stage, gathered one table per chain, and the ROC/PR
+    curves, as `dvc plots show` draws them; the summary holds the confusion matrix at the shipped threshold."""
+    import pandas as pd
+
+    proj, _ = project
+    params = yaml.safe_load((proj / "params.yaml").read_text())
+    seed, rounds = params["run"]["seeds"][0], [r["k"] for r in params["prune"]["rounds"]]
+    steps = params["train"]["iterations"]
+    for sc in params["run"]["scenarios"]:
+        df = pd.read_csv(proj / "reports" / "training" / sc / f"seed_{seed}.csv")
+        assert df.groupby("round")["step"].apply(list).to_dict() == {k: list(range(steps)) for k in rounds}
+        assert df[["loss", "wce", "rank", "lr", "grad_norm"]].notna().all().all()
+        for k in rounds:  # DVCLive's own files beside the round's outputs
+            assert (proj / "models" / sc / f"seed_{seed}" / f"round_{k}" / "train" / "metrics.json").is_file()
+    pre = pd.read_csv(proj / "reports" / "training" / "pretrain.csv")
+    assert len(pre) == params["pretrain"]["steps"] and pre["loss"].notna().all()
+    trained = pd.read_csv(proj / "reports" / "training" / "snip_trained" / f"seed_{seed}.csv")
+    assert sorted(trained["round"].unique()) == rounds and len(trained) == steps * len(rounds)
+    assert pd.read_csv(proj / "reports" / "training" / "snip" / f"seed_{seed}.csv").empty  # snip does not train
+    roc = pd.read_csv(proj / "reports" / "roc" / "roc_test.csv")
+    assert set(roc["method"]) >= set(params["run"]["scenarios"]) and {"dense", "lowest"} <= set(roc["level"])
+    assert roc.groupby(["method", "level"])["tpr"].max().eq(1.0).all()
+    for split in ("val", "test"):
+        assert (proj / "reports" / "figures" / f"roc_pr_{split}.png").stat().st_size > 10_000
+    shown = json.loads(run(proj, "dvc", "plots", "show", "--json"))["data"]
+    assert {f"reports/training/{sc}/seed_{seed}.csv" for sc in params["run"]["scenarios"]} <= set(shown)
+    assert {"ROC (test split, first seed)", "Precision-recall (val split, first seed)"} <= set(shown)
+    chart = shown[f"reports/training/{params['run']['scenarios'][0]}/seed_{seed}.csv"][0]["content"]
+    assert chart["facet"]["row"]["field"] == "field" and len(chart["data"]["values"]) == 5 * steps * len(rounds)
+    assert "Confusion matrix at the shipped threshold" in (proj / "reports" / "summary.md").read_text()
+
+
 def test_second_repro_runs_nothing(project):
     proj, _ = project
     out = run(proj, "dvc", "repro")

@@ -351,6 +351,8 @@ def test_same_seed_gives_bit_identical_weights_masks_and_metrics(lt_runs):
     assert _same_tensors(first["trained"], second["trained"])
     assert _same_tensors(first["mask"], second["mask"])
     assert _same_tensors(first["rewound"], second["rewound"])
+    scores = [m.pop("scores") for m in (first["metrics"], second["metrics"])]  # per-image arrays, kept for ROC
+    assert all(np.array_equal(a, b) for s in scores[0] for a, b in zip(scores[0][s], scores[1][s]))
     assert first["metrics"] == second["metrics"]
 
 

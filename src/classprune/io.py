@@ -16,6 +16,7 @@ from typing import Any, Iterator
 def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling of ``path``; rename it over ``path`` only if the block succeeds."""
     path = Path(path)
+    created = [d for d in path.parents if not d.exists()]  # removed again, if still empty, when the block fails
     path.parent.mkdir(parents=True, exist_ok=True)
     for stale in path.parent.glob(f".{glob.escape(path.name)}.*.tmp"):  # left by a killed writer
         shutil.rmtree(stale, ignore_errors=True)
@@ -24,14 +25,19 @@ def atomic_path(path: str | os.PathLike, *, is_dir: bool = False) -> Iterator[Pa
     os.umask(umask)
     tmp.chmod(0o777 & ~umask)  # mkdtemp makes it owner-only; outputs should get the usual permissions
     target = tmp if is_dir else tmp / path.name
+    done = False
     try:
         yield target
         if path.is_dir() and not path.is_symlink():
             shutil.rmtree(path)
         os.replace(target, path)
+        done = True
     finally:
         if tmp.exists():
             shutil.rmtree(tmp, ignore_errors=True)
+        for d in created if not done else ():  # deepest first
+            with contextlib.suppress(OSError):
+                d.rmdir()
 
 
 def write_text(path: str | os.PathLike, text: str) -> None:
