@@ -142,9 +142,9 @@ def measure_sizes(dense: Path, export_dir: Path) -> dict[str, int]:
     files = {"dense": dense, "sparse_fp32": export_dir / SPARSE["fp32"][0],
              "sparse_fp16": export_dir / SPARSE["fp16"][0], "onnx": export_dir / ONNX_FILE}
     out = {}
-    for key, p in files.items():
-        out[f"{key}_bytes"] = p.stat().st_size
-        out[f"{key}_gz_bytes"] = _gz_size(p)
+    for key, p in files.items():  # an ONNX file that was not shipped has no size
+        out[f"{key}_bytes"] = p.stat().st_size if p.is_file() else None
+        out[f"{key}_gz_bytes"] = _gz_size(p) if p.is_file() else None
     return out
 
 
@@ -241,11 +241,11 @@ def export_selection(params, selection: str | Path = SELECTION, cache_dir: str |
                 continue
             info = _write_export(tmp / name, entry["weights"], entry["mask"], meta, entry["threshold"],
                                  _positive_class(params), scenario=name, seed=entry["seed"], k=entry["round"])
-            sizes = measure_sizes(Path(entry["weights"]), tmp / name)
             row = {"scenario": name, "seed": info["seed"], "round": info["round"],
                    "remaining": info["remaining"], "nonzero": info["nonzero"]}
-            rows.append({**row, **sizes, "fp16_over_dense": sizes["sparse_fp16_bytes"] / sizes["dense_bytes"]})
             onnx_rows += ship_onnx(tmp / name, info, params, cache_dir, row)
+            sizes = measure_sizes(Path(entry["weights"]), tmp / name)  # the files as shipped (metadata included)
+            rows.append({**row, **sizes, "fp16_over_dense": sizes["sparse_fp16_bytes"] / sizes["dense_bytes"]})
             exported[name] = str(out_dir / name)
         (tmp / "index.json").write_text(json.dumps({"exported": exported, "not_exported": skipped},
                                                    indent=2, sort_keys=True) + "\n")
@@ -279,6 +279,8 @@ def export_sizes_markdown(path: str | Path = SIZES_CSV) -> str:
              "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
 
     def kib(r, key):
+        if not r[key + "_bytes"]:
+            return "not shipped"
         return f"{int(r[key + '_bytes']) / 1024:,.0f} / {int(r[key + '_gz_bytes']) / 1024:,.0f}"
 
     for r in rows:
