@@ -3,6 +3,9 @@ decoded cache built from them, a pruned round's checkpoint and mask, and the rep
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pandas as pd
@@ -14,6 +17,8 @@ from classprune.data.synthetic import render
 from classprune.masks import full_mask, save_mask
 from classprune.model import build_model
 from classprune.pruning import keep_top
+
+ROOT = Path(__file__).resolve().parents[1]
 
 THRESHOLD = 0.42
 COUNTS = {"train": 16, "val": 20, "test": 20}  # images per class and split
@@ -79,3 +84,21 @@ def write_export_inputs(proj: Path, keep: float = 0.015625) -> dict:
                      "mask": "models/black/round_7/mask.pt", "threshold": THRESHOLD}, "red": None}
     (proj / "reports/selection.json").write_text(json.dumps(sel))
     return meta
+
+
+def run_in(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
+    """A command in a project copy, with this checkout's package and this interpreter's tools first."""
+    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "OMP_NUM_THREADS": "1"}
+    env["PATH"] = str(Path(sys.executable).parent) + ":" + env.get("PATH", "")
+    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
+
+
+def exported_project(dest: Path) -> tuple[Path, str]:
+    """A git + DVC copy of the project where the export stage's script ran on write_export_inputs; its stdout."""
+    from _project import make_project
+
+    proj = make_project(dest)
+    write_export_inputs(proj)
+    proc = run_in(proj, sys.executable, "stages/export.py")
+    assert proc.returncode == 0, proc.stderr
+    return proj, proc.stdout

@@ -2,7 +2,6 @@
 onnxruntime, int8 that keeps pruned zeros, the test FNR bound with its confidence, predict on the device's path."""
 import csv
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -14,8 +13,8 @@ import pytest
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _export_inputs import write_export_inputs  # noqa: E402
-from _project import ROOT, make_project, set_params  # noqa: E402
+from _export_inputs import exported_project, run_in  # noqa: E402
+from _project import set_params  # noqa: E402
 
 from classprune import onnx_files  # noqa: E402
 from classprune.errors import CheckpointError, ExportError  # noqa: E402
@@ -24,22 +23,13 @@ from classprune.metrics import allowed_misses, fnr_upper_bound, operating_thresh
 EXPORT = "models/export/black"
 
 
-def _run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "OMP_NUM_THREADS": "1"}
-    return subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True, timeout=300)
-
-
 def _predict(proj: Path, *args: str) -> subprocess.CompletedProcess:
-    return _run(proj, sys.executable, "-m", "classprune.cli", "predict", *args)
+    return run_in(proj, sys.executable, "-m", "classprune.cli", "predict", *args)
 
 
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
-    proj = make_project(tmp_path_factory.mktemp("edge") / "proj")
-    write_export_inputs(proj)
-    proc = _run(proj, sys.executable, "stages/export.py")
-    assert proc.returncode == 0, proc.stderr
-    return proj
+    return exported_project(tmp_path_factory.mktemp("edge") / "proj")[0]
 
 
 def _rows(proj: Path) -> dict[str, dict]:
@@ -168,7 +158,7 @@ def test_the_bound_rule_does_not_ship_what_val_cannot_support(project, tmp_path)
         (shutil.copytree if (project / rel).is_dir() else shutil.copy2)(project / rel, work / rel)
     set_params(work / "params.yaml", {"evaluate.threshold_rule": "bound", "export.precisions": ["fp32", "int8"]})
     shutil.rmtree(work / "models/export")
-    proc = _run(work, sys.executable, "stages/export.py")
+    proc = run_in(work, sys.executable, "stages/export.py")
     assert proc.returncode == 0, proc.stderr
     rows = _rows(work)
     assert set(rows) == {"fp32", "fp32_sparse", "int8", "int8_sparse"}
@@ -220,7 +210,7 @@ def test_export_without_a_calibration_split_fails_cleanly_and_keeps_the_previous
         (shutil.copytree if (project / rel).is_dir() else shutil.copy2)(project / rel, work / rel)
     before = {p.name: p.read_bytes() for p in (work / EXPORT).iterdir()}
     (work / "data/cache/train_images.npy").unlink()
-    proc = _run(work, sys.executable, "stages/export.py")
+    proc = run_in(work, sys.executable, "stages/export.py")
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "no train arrays" in proc.stderr or "train" in proc.stderr
     assert {p.name: p.read_bytes() for p in (work / EXPORT).iterdir()} == before

@@ -1,6 +1,5 @@
 """The deployable model: sparse files, ONNX, deploy.json, sizes, predict, DVC artifacts."""
 import json
-import os
 import shutil
 import subprocess
 import sys
@@ -13,15 +12,13 @@ import torch
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _project import ROOT, make_project  # noqa: E402
+from _project import ROOT  # noqa: E402
 
 from classprune import export as ex  # noqa: E402
 from classprune import sparse as sp  # noqa: E402
 from classprune.errors import CheckpointError  # noqa: E402
-from classprune.masks import full_mask, save_mask  # noqa: E402
 from classprune.model import build_model  # noqa: E402
-from classprune.pruning import keep_top  # noqa: E402
-from _export_inputs import pruned_round, write_export_inputs  # noqa: E402
+from _export_inputs import exported_project, pruned_round, run_in  # noqa: E402
 
 META = {"image_size": 64, "mean": [0.45, 0.43, 0.41], "std": [0.2, 0.21, 0.19]}  # export_model's own tests
 _pruned_round = pruned_round
@@ -31,24 +28,10 @@ def _meta(proj: Path) -> dict:
     return json.loads((proj / "data/cache/meta.json").read_text())
 
 
-def _env() -> dict:
-    env = {**os.environ, "PYTHONPATH": f"{ROOT / 'src'}:{ROOT}", "OMP_NUM_THREADS": "1"}
-    env["PATH"] = str(Path(sys.executable).parent) + ":" + env.get("PATH", "")
-    return env
-
-
-def _run(cwd: Path, *cmd: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, cwd=cwd, env=_env(), capture_output=True, text=True, timeout=300)
-
-
 @pytest.fixture(scope="module")
 def project(tmp_path_factory):
     """A git + DVC copy of the project where the export stage's script ran on a selection.json."""
-    proj = make_project(tmp_path_factory.mktemp("export") / "proj")
-    write_export_inputs(proj)
-    proc = _run(proj, sys.executable, "stages/export.py")
-    assert proc.returncode == 0, proc.stderr
-    return proj, proc.stdout
+    return exported_project(tmp_path_factory.mktemp("export") / "proj")
 
 
 @pytest.fixture(scope="module")
@@ -160,7 +143,7 @@ def _write_pngs(folder: Path, n: int = 3) -> list[Path]:
 def test_predict_scores_a_folder_with_the_checkpoints_scores(project, tmp_path):
     proj, _ = project
     paths = _write_pngs(tmp_path / "imgs")
-    proc = _run(proj, sys.executable, "-m", "classprune.cli", "predict", "--model", "models/export/black",
+    proc = run_in(proj, sys.executable, "-m", "classprune.cli", "predict", "--model", "models/export/black",
                 "--images", str(tmp_path / "imgs"))
     assert proc.returncode == 0, proc.stderr
     lines = [ln.split("\t") for ln in proc.stdout.strip().splitlines()]
@@ -192,7 +175,7 @@ def test_predict_bad_input_is_one_line_and_nonzero(project, tmp_path, damage):
     else:
         shutil.rmtree(imgs)
         imgs.mkdir()
-    proc = _run(proj, sys.executable, "-m", "classprune.cli", "predict", "--model", model, "--images", str(imgs))
+    proc = run_in(proj, sys.executable, "-m", "classprune.cli", "predict", "--model", model, "--images", str(imgs))
     assert proc.returncode == 2 and proc.stdout == ""
     assert len(proc.stderr.strip().splitlines()) == 1 and proc.stderr.startswith("error: ")
     assert {"missing_dir": "nosuch", "corrupt_image": "img_1.png", "no_images": "no images"}[damage] in proc.stderr
@@ -240,7 +223,7 @@ def test_damaged_sparse_file_is_refused_with_one_line(project, tmp_path, damage)
         sp.load_sparse(d / "sparse_fp32.pt")
     msg = str(err.value)
     assert "\n" not in msg and str(d / "sparse_fp32.pt") in msg
-    proc = _run(proj, sys.executable, "-m", "classprune.cli", "predict", "--model", str(d), "--runtime", "torch",
+    proc = run_in(proj, sys.executable, "-m", "classprune.cli", "predict", "--model", str(d), "--runtime", "torch",
                 "--images", str(_write_pngs(tmp_path / "imgs", 1)[0]))
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1 and "sparse_fp32.pt" in proc.stderr
 
@@ -255,7 +238,7 @@ def test_failed_export_leaves_the_previous_export_untouched(project, tmp_path):
     sel = json.loads((work / "reports/selection.json").read_text())
     sel["green"] = dict(sel["black"], weights="models/green/round_7/weights.pt")  # does not exist
     (work / "reports/selection.json").write_text(json.dumps(sel))
-    proc = _run(work, sys.executable, str(ROOT / "stages/export.py"), "--params", str(proj / "params.yaml"))
+    proc = run_in(work, sys.executable, str(ROOT / "stages/export.py"), "--params", str(proj / "params.yaml"))
     assert proc.returncode == 2 and "models/green/round_7/weights.pt" in proc.stderr
     assert len(proc.stderr.strip().splitlines()) == 1
     assert (work / "models/export/black/sparse_fp32.pt").read_bytes() == before
