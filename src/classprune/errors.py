@@ -5,6 +5,12 @@ ClassPruneError; the CLI prints ``error: <message>`` and exits with status 2.
 """
 
 
+def first_line(exc: BaseException) -> str:
+    """The first non-blank line of an exception's message (its type when it has none): for one-line errors."""
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
+
+
 class ClassPruneError(Exception):
     """An error the user can fix; its message is one actionable line."""
 

@@ -84,7 +84,7 @@ def load_torch(path: str | os.PathLike) -> Any:
 
     import torch
 
-    from .errors import CheckpointError
+    from .errors import CheckpointError, first_line
 
     path = Path(path)
     if not path.is_file():
@@ -104,5 +104,4 @@ def load_torch(path: str | os.PathLike) -> Any:
         detail = next((ln for ln in lines if "GLOBAL" in ln or "Unpickler error" in ln), lines[0])
         raise CheckpointError(f"refusing to load {path}: not a weights-only checkpoint ({detail})") from None
     except Exception as exc:  # noqa: BLE001 - torch raises many types for a damaged file
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot read checkpoint {path}: {first}") from None
+        raise CheckpointError(f"cannot read checkpoint {path}: {first_line(exc)}") from None

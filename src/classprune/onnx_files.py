@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ExportError
+from .errors import CheckpointError, ExportError, first_line
 
 FILES = {"fp32": "model.onnx", "fp32_sparse": "model_sparse.onnx", "fp16": "model_fp16.onnx",
          "fp16_sparse": "model_fp16_sparse.onnx", "int8": "model_int8.onnx", "int8_sparse": "model_int8_sparse.onnx"}
@@ -65,8 +65,7 @@ def session(path: str | Path, threads: int = 1):
     try:
         sess = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
     except Exception as exc:  # onnxruntime raises its own Fail/InvalidGraph/NoSuchFile types
-        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CheckpointError(f"cannot load ONNX model {path}: {reason[:300]}") from None
+        raise CheckpointError(f"cannot load ONNX model {path}: {first_line(exc)[:300]}") from None
     names = {o.name for o in sess.get_outputs()}
     if [i.name for i in sess.get_inputs()] != ["image"] or not {"logits", "score"} <= names:
         raise CheckpointError(f"ONNX model {path} is not a classprune export (needs input 'image', "
@@ -81,9 +80,8 @@ def run(sess, batches: Iterable[np.ndarray], path: str | Path = "<onnx>") -> tup
         try:
             logits, score = sess.run(["logits", "score"], {"image": np.ascontiguousarray(x, dtype=np.float32)})
         except Exception as exc:
-            reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise CheckpointError(f"ONNX model {path} cannot take input of shape {tuple(x.shape)}: "
-                                  f"{reason[:200]}") from None
+                                  f"{first_line(exc)[:200]}") from None
         logits = logits.astype(np.float64)
         logodds.append(logits[:, 1] - logits[:, 0])
         scores.append(score.astype(np.float32))
