@@ -13,10 +13,15 @@ PYTEST_ARGS ?=
 
 .PHONY: install repro test bench ui clean-outputs browser-deps
 
-$(STAMP): pyproject.toml constraints.txt
+# The step before `touch` puts classprune_dvc_atomic.pth into the venv: every `dvc` of this venv then writes
+# dvc.lock atomically (temp file + os.replace) instead of in place, which a kill -9 during the dump left empty
+# or cut short; other interpreters import no DVC for it (src/classprune/dvc_atomic.py; CLASSPRUNE_DVC_ATOMIC=0
+# turns it off).
+$(STAMP): pyproject.toml constraints.txt src/classprune/dvc_atomic.py
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[test,dask]'
+	$(BIN)/python -c 'import classprune.dvc_atomic as m; m.install_pth(m.site_packages())'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -1,6 +1,8 @@
 """Run every benchmark, write reports/bench.json (atomically) and print a markdown table for the README.
 
-    python benchmarks/run_all.py                       # prune, masked step, cpu_isa, data loading, export, ONNX files (a few minutes)
+    python benchmarks/run_all.py                       # prune, masked step, cpu_isa, data loading, export, ONNX files,
+                                                       # DVC's per-stage bookkeeping, old vs new layout (~25 min)
+    python benchmarks/run_all.py --only bookkeeping    # just that one (also: benchmarks/bench_dvc_bookkeeping.py)
     python benchmarks/run_all.py --pipeline            # + Prefect DAG vs serial dvc repro, no-op repro (tiny)
     python benchmarks/run_all.py --pipeline --profile default --workers 2
     python benchmarks/run_all.py --quick               # fewer repetitions, for a smoke test
@@ -18,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_dvc_bookkeeping  # noqa: E402
 import bench_export  # noqa: E402
 import bench_isa  # noqa: E402
 import bench_loader  # noqa: E402
@@ -30,7 +33,7 @@ from _common import ROOT, machine, machine_line, markdown_table, set_threads  # 
 
 from classprune.io import write_json  # noqa: E402
 
-BENCHMARKS = ("prune", "step", "trainlog", "isa", "loader", "export", "onnx")
+BENCHMARKS = ("prune", "step", "trainlog", "isa", "loader", "export", "onnx", "bookkeeping")
 
 
 def main(argv=None) -> int:
@@ -64,6 +67,9 @@ def main(argv=None) -> int:
         results.append(bench_export.run(reps=10 if a.quick else 50))
     if "onnx" in a.only:
         results.append(bench_onnx.run(reps=8 if a.quick else 40))
+    if "bookkeeping" in a.only:   # also writes its own reports/bench_dvc_bookkeeping.json (worker_scaling reads it)
+        results.append(bench_dvc_bookkeeping.run(seeds=(1, 5) if a.quick else bench_dvc_bookkeeping.SEEDS,
+                                                 reps=1 if a.quick else 3, profile_seeds=None if a.quick else 20))
     if a.pipeline:
         results.append(bench_pipeline.run(a.profile, a.workers, a.keep))
     rows = [r for res in results for r in res["rows"]]

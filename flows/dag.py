@@ -15,16 +15,22 @@ from pathlib import Path
 
 @dataclass(frozen=True)
 class Stage:
-    name: str                                  # DVC's addressing, e.g. ``lt@red-0-level0``
+    name: str                                  # DVC's addressing from the root, e.g. ``report`` or
+                                               # ``pipelines/seed_0/dvc.yaml:lt@red-0-level0``
     cmd: str
     upstream: tuple[str, ...] = ()             # stages whose outputs this one reads
     changed: bool = True                       # out of date (DVC status) or downstream of a stage that is
     args: dict = field(default_factory=dict)   # --scenario/--method/--seed/--round parsed from cmd
 
     @property
+    def short(self) -> str:
+        """The name inside its pipeline file: ``lt@red-0-level0``."""
+        return self.name.rsplit(":", 1)[-1]
+
+    @property
     def base(self) -> str:
         """Name before the ``@`` of foreach/matrix stages: ``lt``."""
-        return self.name.split("@", 1)[0]
+        return self.short.split("@", 1)[0]
 
     @property
     def label(self) -> str:
@@ -46,22 +52,29 @@ def _cmd_args(cmd: str | list) -> dict:
 
 
 def _matches(stage: Stage, target: str) -> bool:
-    """A target is a stage name (``lt@red-0-level0``), a stage base name (``lt``) or a scenario."""
-    return target in (stage.name, stage.base, stage.args.get("scenario"), stage.args.get("method"))
+    """A target is a stage name (``lt@red-0-level0``, with or without its file), a stage base name (``lt``),
+    a scenario or a method."""
+    return target in (stage.name, stage.short, stage.base, stage.args.get("scenario"), stage.args.get("method"))
 
 
 def load_dag(repo_dir: str | Path = ".", targets: list[str] | None = None,
              include_up_to_date: bool = False) -> list[Stage]:
     """Stages in topological order (upstream first), restricted to ``targets`` and everything upstream.
 
-    Up-to-date stages are dropped as ``dvc repro`` would skip them: a stage is kept when DVC's status says
+    ``pipelines/seed_<s>/`` is made to follow run.seeds first (classprune.pipelines). Up-to-date stages are
+    dropped as ``dvc repro`` would skip them: a stage is kept when DVC's status says
     it changed or when one of its kept upstream stages will run (its inputs are about to change). One Repo
     and one ``repo.status`` call: the status is the expensive part (it hashes dependencies).
     """
     import networkx as nx
+    import yaml
     from dvc.repo import Repo, lock_repo
 
+    from classprune import pipelines
+
     root = Path(repo_dir).resolve()
+    # the per-seed pipeline files follow run.seeds before DVC reads them (idempotent)
+    pipelines.sync(root, (yaml.safe_load((root / "params.yaml").read_text()) or {})["run"]["seeds"])
     # one repo lock around graph and status: DVC builds its index once (each locked call would rebuild
     # it), and the two see the same dvc.yaml and dvc.lock
     with Repo(str(root)) as repo, lock_repo(repo):

@@ -1,11 +1,13 @@
 """``classprune_fanout``: scenarios x seeds (x datasets) through the parallel pipeline, metrics as artifacts.
 
 What it does, in order:
-1. Fan-out is declared the DVC way: ``run.scenarios`` and ``run.seeds`` in params.yaml (dvc.yaml's matrix
-   expands over them) are set to the requested lists for the run, comments kept, as ``dvc exp run -S``
-   does. Seed s of scenario X writes to ``models/X/seed_<s>/``. Nothing is edited when neither list is given.
+1. Fan-out is declared the DVC way: ``run.scenarios`` and ``run.seeds`` in params.yaml (the stage matrices
+   expand over them) are set to the requested lists for the run, comments kept, as ``dvc exp run -S``
+   does, and ``pipelines/seed_<s>/`` (one DVC file per seed, classprune.pipelines) follows run.seeds.
+   Seed s of scenario X writes to ``models/X/seed_<s>/``. Nothing is edited when neither list is given.
 2. ``dvc_pipeline`` runs as a subflow: every stale stage, independent chains in parallel.
-3. params.yaml gets its original bytes back, whatever happened. The results stay where the pipeline
+3. params.yaml gets its original bytes back, whatever happened, and the pipeline directories of the seeds
+   the run left out come back with their lock files. The results stay where the pipeline
    writes them (models/, reports/, dvc.lock: as run with the fan-out's parameters), and, in a git
    repository, ``dvc exp save`` first records them as a DVC experiment (params, metrics, dvc.lock; named in
    the log and the flow's final message): ``dvc exp show`` compares it, ``dvc exp apply NAME`` brings
@@ -38,6 +40,8 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
 from prefect.states import Completed, Failed
 
+from classprune import pipelines
+from flows.prefect_setup import ensure_local_server_ready
 from flows.pipeline import add_runner_args, check_dask, dvc_pipeline, exit_status, prefetch_dag, runner_args
 
 METRIC_COLUMNS = ("method", "seed", "round", "split", "remaining", "auc", "accuracy", "fnr", "fpr")
@@ -91,7 +95,9 @@ def save_experiment(repo: Path, log) -> str | None:
     if not (repo / ".git").exists():
         return None
     name = f"fanout-{time.strftime('%Y%m%d-%H%M%S')}"
-    proc = subprocess.run(["dvc", "exp", "save", "--name", name, "--force"], cwd=repo, capture_output=True, text=True)
+    # -I: a seed new to this run has untracked pipeline files (pipelines/seed_<s>/), its dvc.lock among them
+    proc = subprocess.run(["dvc", "exp", "save", "--name", name, "--force", "-I", "pipelines"], cwd=repo,
+                          capture_output=True, text=True)
     if proc.returncode:
         log.warning(f"dvc exp save failed, results are only in the workspace: {proc.stderr.strip()[-300:]}")
         return None
@@ -113,11 +119,13 @@ def classprune_fanout(scenarios: list[str] | None = None, seeds: list[int] | Non
     repo = Path(repo_dir).resolve()
     params_file = repo / "params.yaml"
     original = params_file.read_bytes()
-    rows, summaries, experiment = [], [], None
+    rows, summaries, experiment, removed = [], [], None, {}
     try:
         for dataset in datasets or [None]:
             if scenarios or seeds or dataset:
                 set_params(params_file, scenarios, seeds, dataset)
+                if seeds:   # the per-seed pipeline files follow; the seeds left out come back afterwards
+                    removed |= pipelines.sync(repo, list(seeds))
                 log.info(f"params.yaml for this run: scenarios={scenarios or 'unchanged'} "
                          f"seeds={seeds or 'unchanged'} dataset={dataset or 'unchanged'}")
             state = dvc_pipeline(workers=workers, retries=retries, threads_per_worker=threads,
@@ -131,6 +139,7 @@ def classprune_fanout(scenarios: list[str] | None = None, seeds: list[int] | Non
         if params_file.read_bytes() != original:
             experiment = save_experiment(repo, log)
     finally:
+        pipelines.restore(repo, removed)
         if params_file.read_bytes() != original:
             params_file.write_bytes(original)
             log.info("params.yaml restored; models/, reports/ and dvc.lock hold the fan-out's results"
@@ -172,6 +181,7 @@ def main(argv: list[str] | None = None) -> int:
     check_dask(p, a.dask)
     if not (a.scenarios or a.seeds or a.datasets):   # else the flow edits params.yaml first: nothing to reuse
         prefetch_dag(a.repo, None)
+    ensure_local_server_ready()   # the temporary Prefect server's database made now, not in its start-up wait
     state = classprune_fanout(scenarios=a.scenarios or None, seeds=a.seeds or None, datasets=a.datasets or None,
                               workers=a.workers, retries=a.retries, threads=a.threads, repo_dir=a.repo,
                               return_state=True, **runner_args(a.dask))

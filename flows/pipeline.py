@@ -56,6 +56,7 @@ from flows import progress
 from flows.dag import prefetch_dag, take_dag
 from flows.gpu import GPU_STAGES, device_slot, stage_gpu
 from flows.progress import usable_cores
+from flows.prefect_setup import ensure_local_server_ready
 
 
 class StageFailed(RuntimeError):
@@ -177,7 +178,7 @@ def dvc_pipeline(workers: int | None = None, targets: list[str] | None = None, r
         while len(done) < len(stages):
             for s in stages:   # priority order: upstream first, longest remaining chain first
                 if s.name not in futures and all(u in done for u in s.upstream):
-                    fut = runner.submit(stage_task.with_options(task_run_name=s.name),
+                    fut = runner.submit(stage_task.with_options(task_run_name=s.short),
                                         {"stage": s.name, "repo_dir": repo, "threads": threads, "bin_dir": bin_dir,
                                          "gpu": gpu if s.base in GPU_STAGES else None, "gpu_slots": gpu_slots},
                                         wait_for=[futures[u] for u in s.upstream])
@@ -268,6 +269,7 @@ def main(argv: list[str] | None = None) -> int:
     a = add_runner_args(p).parse_args(argv)
     check_dask(p, a.dask)
     prefetch_dag(a.repo, a.targets or None)
+    ensure_local_server_ready()   # the temporary Prefect server's database made now, not in its start-up wait
     state = dvc_pipeline(workers=a.workers, targets=a.targets or None, retries=a.retries,
                          threads_per_worker=a.threads, repo_dir=a.repo, gpu_slots=a.gpu_slots, return_state=True,
                          **runner_args(a.dask))

@@ -59,8 +59,8 @@ def machine_workers(cores: int | None = None, available: int | None = None,
 
 
 def kind(stage_name: str) -> str:
-    """``lt@red-0-level1`` -> ``lt``."""
-    return stage_name.split("@", 1)[0]
+    """``lt@red-0-level1`` (or ``pipelines/seed_0/dvc.yaml:lt@red-0-level1``) -> ``lt``."""
+    return stage_name.rsplit(":", 1)[-1].split("@", 1)[0]
 
 
 class Estimate:

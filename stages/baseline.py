@@ -1,6 +1,6 @@
 """DVC stage `baseline`: one comparison method for one seed, e.g. `--method snip --seed 0`.
 
-See classprune.baselines.run_baseline / classprune.cli.
+See classprune.baselines.common.run_baseline / classprune.cli.
 """
 from classprune.cli import run_stage
 

@@ -17,7 +17,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-COPY = ("src", "stages", "dvc.yaml", ".dvc", ".dvcignore", "data/raw", "flows")
+COPY = ("src", "stages", "dvc.yaml", "pipelines/seed.dvc.yaml", ".dvc", ".dvcignore", "data/raw", "flows")
 GIT_ENV = {"GIT_AUTHOR_NAME": "test", "GIT_AUTHOR_EMAIL": "test@example.com",
            "GIT_COMMITTER_NAME": "test", "GIT_COMMITTER_EMAIL": "test@example.com"}
 
@@ -66,10 +66,25 @@ def make_project(dest: Path, params: str | Path = "profiles/tiny.yaml", override
         shutil.copy2(src_params, dest / "params.yaml")
     if overrides:
         set_params(dest / "params.yaml", overrides)
+    sync_pipelines(dest)
     git(dest, "init", "-q")
     git(dest, "add", "-A")
     git(dest, "commit", "-qm", "test project")
     return dest
+
+
+def sync_pipelines(proj: Path) -> None:
+    """pipelines/seed_<s>/ for the copy's run.seeds, as ``classprune seeds`` makes them."""
+    import yaml
+
+    from classprune.pipelines import sync
+
+    sync(proj, yaml.safe_load((proj / "params.yaml").read_text())["run"]["seeds"])
+
+
+def stage_name(name: str) -> str:
+    """``pipelines/seed_0/dvc.yaml:lt@red-0-level0`` -> ``lt@red-0-level0`` (the name inside its file)."""
+    return name.rsplit(":", 1)[-1]
 
 
 def set_params(path: Path, overrides: dict) -> None:

@@ -7,6 +7,7 @@ import torch
 from torch import nn
 
 from classprune import baselines as bl
+from classprune.baselines.common import run_baseline
 from classprune.baselines import lobs as bl_lobs
 from classprune.baselines import mobilenet as bl_mobilenet
 from classprune.baselines import snip as bl_snip  # noqa: F401 - registers the "snip" criterion
@@ -184,7 +185,7 @@ def test_stage_writes_round_jsons(tiny_run, monkeypatch, method, rounds):
 
     root, params = tiny_run
     monkeypatch.chdir(root)
-    summary = bl.run_baseline(params, method, 0)
+    summary = run_baseline(params, method, 0)
     written = json.loads((root / "reports" / "rounds" / "seed_0" / f"{method}.json").read_text())
     assert written["method"] == method and written["kind"] == "baseline" and written["seed"] == 0
     results = written["rounds"]
@@ -204,9 +205,9 @@ def test_stage_rejects_unknown_method_and_seed(tiny_run, monkeypatch):
     root, params = tiny_run
     monkeypatch.chdir(root)
     with pytest.raises(ClassPruneError, match="unknown baseline"):
-        bl.run_baseline(params, "obd", 0)
+        run_baseline(params, "obd", 0)
     with pytest.raises(ClassPruneError, match="not in run.seeds"):
-        bl.run_baseline(params, "snip", 7)
+        run_baseline(params, "snip", 7)
 
 
 def test_config_checks_baselines():

@@ -10,6 +10,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -42,3 +44,48 @@ def test_the_committed_lock_matches_the_code_and_params():
     stale = _stale_deps(status)
     assert not stale, (f"dvc.lock is stale for {len(stale)} stages (first: {next(iter(stale.items()))}); "
                        "rerun `make repro`, or `dvc commit` a change shown to be output-neutral")
+
+
+def lock_files(root: Path) -> list[Path]:
+    return [root / "dvc.lock", *sorted((root / "pipelines").glob("seed_*/dvc.lock"))]
+
+
+def stale_lock_entries(root: Path, stages: list[str]) -> dict[str, list[str]]:
+    """Per lock file: entries naming no stage of its dvc.yaml (``stages``: `dvc stage list --all` names)."""
+    defined: dict[str, set[str]] = {}
+    for name in stages:
+        file, _, short = name.rpartition(":")
+        lock = str(Path(file).parent / "dvc.lock") if file else "dvc.lock"
+        defined.setdefault(lock, set()).add(short)
+    out = {}
+    for lock in lock_files(root):
+        rel = lock.relative_to(root).as_posix()
+        extra = sorted(set((yaml.safe_load(lock.read_text()) or {}).get("stages", {})) - defined.get(rel, set()))
+        if extra:
+            out[rel] = extra
+    return out
+
+
+def test_every_lock_entry_is_a_stage_and_every_seed_has_its_pipeline():
+    """DVC keeps lock entries of stages that no longer exist (and parses and rewrites them around every
+    stage it runs); the committed lock files hold only stages of the dvc.yaml beside them."""
+    from classprune import pipelines
+
+    proc = subprocess.run([sys.executable, "-m", "dvc", "stage", "list", "--all", "--names-only"], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    stale = stale_lock_entries(ROOT, proc.stdout.split())
+    assert not stale, {lock: f"{len(names)} stale entries, e.g. {names[:3]}" for lock, names in stale.items()}
+    seeds = yaml.safe_load((ROOT / "params.yaml").read_text())["run"]["seeds"]
+    assert pipelines.mismatch(ROOT, seeds) is None, pipelines.mismatch(ROOT, seeds)
+    assert all((ROOT / "pipelines" / f"seed_{s}" / "dvc.lock").is_file() for s in seeds)
+
+
+def test_a_stale_lock_entry_is_found(tmp_path):
+    (tmp_path / "dvc.lock").write_text(yaml.safe_dump({"schema": "2.0", "stages": {"report": {}, "train@red-0": {}}}))
+    (tmp_path / "pipelines" / "seed_0").mkdir(parents=True)
+    (tmp_path / "pipelines" / "seed_0" / "dvc.lock").write_text(
+        yaml.safe_dump({"schema": "2.0", "stages": {"lt@red-0-level0": {}, "evaluate@red-0-round1": {}}}))
+    stages = ["report", "pipelines/seed_0/dvc.yaml:lt@red-0-level0"]
+    assert stale_lock_entries(tmp_path, stages) == {"dvc.lock": ["train@red-0"],
+                                                    "pipelines/seed_0/dvc.lock": ["evaluate@red-0-round1"]}

@@ -20,7 +20,7 @@ import pytest
 import yaml
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # _project, flows
-from _project import clone_workspace, dvc, make_project, prefect_server, set_params  # noqa: E402
+from _project import clone_workspace, dvc, make_project, prefect_server, set_params, stage_name  # noqa: E402
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(1200),
               pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")]  # inside dvc
@@ -58,7 +58,15 @@ def run_flow(repo: Path, **kwargs):
 
 
 def status(repo: Path, *targets: str) -> dict:
+    """``dvc status`` of the whole repo, or of seed 0's stages ``targets`` (names inside their file)."""
+    targets = tuple(f"pipelines/seed_0/dvc.yaml:{t}" for t in targets)
     return json.loads(dvc(repo, "status", "--json", *targets).stdout or "{}")
+
+
+def locked_stages(repo: Path) -> set[str]:
+    """Stage names of every lock file: dvc.lock and pipelines/seed_<s>/dvc.lock."""
+    return {name for lock in (repo / "dvc.lock", *sorted((repo / "pipelines").glob("seed_*/dvc.lock")))
+            for name in yaml.safe_load(lock.read_text())["stages"]}
 
 
 def reports(repo: Path) -> dict:
@@ -91,14 +99,13 @@ def test_parallel_flow_completes_like_dvc_repro(runs):
     # every stage ran as its own task, and some of them at the same time
     stages = load_dag(repo, include_up_to_date=True)
     trs = task_runs(state)
-    assert {s.name for s in stages} <= set(trs)
-    assert all(trs[s.name].state.is_completed() for s in stages)
+    assert {s.short for s in stages} <= set(trs)     # task runs are named by the stage's name in its file
+    assert all(trs[s.short].state.is_completed() for s in stages)
     spans = [(r.start_time, r.end_time) for r in trs.values()]
     assert any(a0 < b1 and b0 < a1 for (a0, a1), (b0, b1) in combinations(spans, 2)), "no task runs overlapped"
     # the workspace is exactly what `dvc repro` leaves: clean status, a complete dvc.lock, equal metrics
     assert status(repo) == {}
-    lock = yaml.safe_load((repo / "dvc.lock").read_text())
-    assert set(lock["stages"]) == {s.name for s in stages}
+    assert locked_stages(repo) == {s.short for s in stages}
     assert reports(repo) == reports(runs["serial"])
     # every log line went to this server: no thread of the flow fell back to a temporary server of its own
     from prefect.server.api.server import SubprocessASGIServer
@@ -138,7 +145,7 @@ def test_parallel_flow_reports_progress_and_time_left(runs, prefect_api):
     assert arts[0]["description"] == done[-1]
     assert {"init", "lt", "evaluate", "baseline", "report"} <= set(times["kinds"])
     assert last["check"]["real_left_s"] > 0 and last["workers"] == 2
-    assert all(k == name.split("@")[0] and s > 0 for name, k, s in last["durations"])
+    assert all(k == stage_name(name).split("@")[0] and s > 0 for name, k, s in last["durations"])
 
 
 def test_up_to_date_pipeline_runs_nothing(runs):
@@ -149,7 +156,7 @@ def test_up_to_date_pipeline_runs_nothing(runs):
 def test_failing_stage_fails_flow_and_spares_sibling(runs, tmp_path):
     """black's first train stage fails: its chain and the report do not run, red's chain completes."""
     repo = clone_workspace(runs["parallel"], tmp_path / "repo")
-    dvc_yaml = repo / "dvc.yaml"
+    dvc_yaml = repo / "pipelines" / "seed.dvc.yaml"   # every seed's dvc.yaml links to it
     text = dvc_yaml.read_text()
     lt_cmd = "cmd: python stages/lt.py --scenario ${item.scenario}"
     assert lt_cmd in text

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 sys.path[:0] = [str(Path(__file__).parent), str(Path(__file__).parents[1])]  # _project, flows
-from _project import make_project  # noqa: E402
+from _project import make_project, stage_name, sync_pipelines  # noqa: E402
 
 pytestmark = pytest.mark.filterwarnings("ignore:_NoneStep.value:DeprecationWarning")  # inside dvc
 
@@ -25,6 +25,8 @@ def test_dag_is_dvc_order_with_upstream_edges(project):
     from flows.dag import load_dag
 
     stages = load_dag(project)                       # fresh copy: everything is stale
+    assert "pipelines/seed_0/dvc.yaml:lt@red-0-level1" in {s.name for s in stages}   # DVC's addressing
+    stages = [_short(s) for s in stages]
     names = [s.name for s in stages]
     # export follows the report through reports/selection.json once report writes it
     assert set(names[:4]) == {"prepare", "split", "cache", "pretrain"}
@@ -44,13 +46,20 @@ def test_dag_is_dvc_order_with_upstream_edges(project):
     assert {"cache", "report"} <= set(by["export"].upstream)
 
 
+def _short(s):
+    """The stage with its own and its upstream names inside their files (``lt@red-0-level1``)."""
+    from dataclasses import replace
+
+    return replace(s, name=stage_name(s.name), upstream=tuple(stage_name(u) for u in s.upstream))
+
+
 def test_targets_select_a_scenario_and_its_upstream(project):
     from flows.dag import load_dag
 
-    red = {s.name for s in load_dag(project, ["red"])}
+    red = {s.short for s in load_dag(project, ["red"])}
     assert {"prepare", "split", "cache", "init@red-0", "evaluate@red-0"} <= red
     assert not any("black" in n for n in red) and "report" not in red
-    one = [s.name for s in load_dag(project, ["lt@red-0-level0"])]
+    one = [s.short for s in load_dag(project, ["lt@red-0-level0"])]
     assert set(one) == {"prepare", "split", "cache", "pretrain", "init@red-0", "lt@red-0-level0"}
     assert one[-2:] == ["init@red-0", "lt@red-0-level0"]
     with pytest.raises(ValueError, match="nope"):
@@ -79,12 +88,14 @@ def test_the_prefetched_dag_is_the_flows_dag_and_an_error_is_raised_in_the_flow(
     original = params.read_bytes()
     graph.prefetch_dag(str(project), None)
     [(_, future)] = graph._PREFETCHED.values()
-    assert "init@red-0" in {s.name for s in future.result(timeout=120)}   # read before the edit
+    assert "init@red-0" in {s.short for s in future.result(timeout=120)}   # read before the edit
     try:
         set_params(params, seeds=[3])
-        names = {s.name for s in graph.take_dag(str(project), None)}
+        names = {s.short for s in graph.take_dag(str(project), None)}
+        assert sorted(p.name for p in (project / "pipelines").glob("seed_*")) == ["seed_3"], "follows run.seeds"
     finally:
         params.write_bytes(original)
+        sync_pipelines(project)
     assert "init@red-3" in names and "init@red-0" not in names
     assert not graph._PREFETCHED
 

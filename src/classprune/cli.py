@@ -29,7 +29,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "lt": ("one lottery-ticket round k: prune round k-1, rewind, train", "lottery:train_round"),
     "evaluate": ("AUC-ROC, accuracy, FNR, FPR of every round of a chain", "evaluation:evaluate_chain"),
     "report": ("means, CIs, paired differences, FN budget, figures", "report:report"),
-    "baseline": ("a comparison method (SNIP, L-OBS, MobileNet), 1 seed", "baselines:run_baseline"),
+    "baseline": ("a comparison method (SNIP, L-OBS, MobileNet), 1 seed", "baselines.common:run_baseline"),
     "export": ("the chosen models as sparse + ONNX files for a device", "export:export_selection"),
 }
 
@@ -187,6 +187,31 @@ def run_pipeline(argv: Sequence[str]) -> int:
     return subprocess.call([sys.executable, "-m", "flows.fanout", "--repo", repo, *rest], cwd=repo, env=env)
 
 
+def run_seeds(argv: Sequence[str]) -> int:
+    """``classprune seeds``: make ``pipelines/seed_<s>/`` (one DVC pipeline file per seed) follow run.seeds."""
+    import yaml
+
+    from . import pipelines
+
+    p = argparse.ArgumentParser(prog="classprune seeds", description=run_seeds.__doc__.split("\n")[0])
+    p.add_argument("--params", default="params.yaml", help="params file (default: params.yaml)")
+    p.add_argument("--check", action="store_true", help="only say whether they follow it (exit 1 if not)")
+    a = p.parse_args(argv)
+    root = os.path.dirname(os.path.abspath(a.params))
+    try:
+        seeds = [int(s) for s in (yaml.safe_load(open(a.params)) or {})["run"]["seeds"]]
+        if a.check:
+            line = pipelines.mismatch(root, seeds)
+            print(line or f"pipelines/ holds seeds {seeds}, as run.seeds")
+            return 1 if line else 0
+        removed = pipelines.sync(root, seeds)
+    except (OSError, KeyError, TypeError, ValueError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    print(f"pipelines/ holds seeds {seeds}" + (f" (removed {sorted(removed)})" if removed else ""))
+    return 0
+
+
 def run_profile(argv: Sequence[str]) -> int:
     """``classprune profile NAME``: show, run as a DVC experiment (--exp) or write (--write) a profile overlay."""
     import shlex
@@ -218,6 +243,13 @@ def run_profile(argv: Sequence[str]) -> int:
         return 2
     cmd = ["dvc", "exp", "run", *profiles.set_args(overlay), *dvc_args]
     if a.exp:
+        seeds = (overlay.get("run") or {}).get("seeds")
+        if seeds is not None:   # DVC cannot make files: the per-seed pipeline files follow the profile's seeds
+            from . import pipelines
+
+            pipelines.sync(os.path.dirname(os.path.abspath(a.params)), [int(s) for s in seeds])
+            print(f"pipelines/ now holds seeds {seeds} (the profile's run.seeds); "
+                  "`git checkout pipelines params.yaml` brings the committed ones back", file=sys.stderr)
         return subprocess.call(cmd)
     for key, value in profiles.flatten(overlay).items():
         print(f"{key}: {json.dumps(value)}")
@@ -232,6 +264,7 @@ COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
             run_pipeline),
     "profile": ("show/apply a profile (--exp: dvc exp run, --write)",
                 run_profile),
+    "seeds": ("make pipelines/seed_<s>/dvc.yaml (one per seed) follow run.seeds", run_seeds),
     "predict": ("score images with an exported model (models/export/<scenario>)", run_predict),
     **{step: (help_, lambda argv, step=step: _pin_isa(argv) or run_step(step, argv)) for step, (help_, _) in STEPS.items()},
 }

@@ -258,7 +258,7 @@ class Params(_Strict):
 
     def check_seed(self, seed: int) -> None:
         if seed not in self.run.seeds:
-            raise ConfigError(f"seed {seed} is not in run.seeds ({self.run.seeds})")
+            raise ConfigError(f"seed {seed} is not in run.seeds ({self.run.seeds}); `classprune seeds` drops it")
 
     @model_validator(mode="after")
     def _late_rewind_fits(self):

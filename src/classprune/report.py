@@ -46,7 +46,8 @@ def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
     for rel in declared_results(params):
         path = Path(root) / rel
         if not path.is_file():
-            raise DataError(f"{rel} not found: run `dvc repro` (the evaluate and baseline stages write it)")
+            raise DataError(f"{rel} not found: run `dvc repro` (the evaluate and baseline stages write it; a seed "
+                            "new to run.seeds needs `classprune seeds` first)")
         r = json.loads(path.read_text())
         for rd in r["rounds"]:
             if rd["round"] not in wanted_rounds:

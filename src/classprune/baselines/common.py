@@ -1,4 +1,5 @@
-"""Helpers the baseline methods share: the LT levels they are evaluated at, and device plumbing."""
+"""What every baseline stage runs (``run_baseline``) and the helpers the methods share: the LT levels they
+are evaluated at, and device plumbing."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
@@ -23,3 +24,22 @@ def on_device(batches: Iterable, device: torch.device) -> Iterator[tuple[torch.T
 
 def to_device(mask: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
     return {n: m.to(device) for n, m in mask.items()}
+
+
+def run_baseline(params: Params, method: str, seed: int) -> dict:
+    """Run one baseline for one seed on ``train.device``; write its result file (every level)."""
+    from .. import trainlog
+    from ..device import set_threads, stage_device
+    from ..evaluation import write_result
+    from .registry import get_baseline
+
+    fn = get_baseline(method)
+    params.check_seed(seed)  # a seed outside run.seeds is a user error
+    set_threads(params.train.threads)
+    device = stage_device(params.train.device, f"baseline {method} seed {seed}")
+    with trainlog.collecting(trainlog.chain_csv(method, seed)):  # training curves of the methods that train
+        results = fn(params, seed, device)
+    write_result({"method": method, "kind": "baseline", "seed": seed, "rounds": results})
+    return {"method": method, "seed": seed,
+            "levels": [{"round": r["round"], "remaining": round(r["remaining"], 6), "test_auc": r["test"]["auc"]}
+                       for r in results]}
