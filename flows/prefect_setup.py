@@ -34,10 +34,11 @@ import sys
 import time
 from pathlib import Path
 
-# 120 s: with the database made beforehand the server's start is the ~5 s of a warm start measured on a
-# 2-core machine (about 3x that when both cores are busy), and a cold start with every migration (when the
-# migration here could not run) took about 20 s loaded there, so 120 s leaves a wide margin either way. A
-# longer wait only costs time when the server cannot start at all (Prefect then reports it after the wait).
+# 120 s, from starts of the temporary server measured on the 2-core dev VM: warm (database current) 4-5 s
+# idle and 24 s with 6 busy processes competing for the 2 cores, which already fails Prefect's 20 s; cold
+# (every migration inside the wait, if the migration here could not run) 8 s idle and 59 s so loaded. 120 s
+# is 5x the loaded warm start and 2x the loaded cold one. A longer wait costs time only when the server
+# cannot start at all: Prefect then reports it after the wait instead of after 20 s.
 STARTUP_TIMEOUT_S = 120
 TIMEOUT_ENV = "PREFECT_SERVER_EPHEMERAL_STARTUP_TIMEOUT_SECONDS"
 

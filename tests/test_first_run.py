@@ -108,7 +108,8 @@ def _alembic_heads() -> set[str]:
     from alembic.script import ScriptDirectory
 
     migrations = Path(prefect.__file__).parent / "server" / "database" / "_migrations"
-    return set(ScriptDirectory(str(migrations), version_locations=[str(migrations / "versions" / "sqlite")]).get_heads())
+    scripts = ScriptDirectory(str(migrations), version_locations=[str(migrations / "versions" / "sqlite")])
+    return set(scripts.get_heads())
 
 
 def _stamped(db: Path) -> set[str]:
