@@ -1,7 +1,7 @@
 """Run every benchmark, write reports/bench.json (atomically) and print a markdown table for the README.
 
     python benchmarks/run_all.py                       # prune, masked step, cpu_isa, data loading, export, ONNX files,
-                                                       # DVC's per-stage bookkeeping, old vs new layout (~25 min)
+                                                       # DVC's per-stage bookkeeping, old vs new layout (+15 min)
     python benchmarks/run_all.py --only bookkeeping    # just that one (also: benchmarks/bench_dvc_bookkeeping.py)
     python benchmarks/run_all.py --pipeline            # + Prefect DAG vs serial dvc repro, no-op repro (tiny)
     python benchmarks/run_all.py --pipeline --profile default --workers 2
