@@ -67,14 +67,13 @@ def load_dag(repo_dir: str | Path = ".", targets: list[str] | None = None,
     and one ``repo.status`` call: the status is the expensive part (it hashes dependencies).
     """
     import networkx as nx
-    import yaml
     from dvc.repo import Repo, lock_repo
 
     from classprune import pipelines
 
     root = Path(repo_dir).resolve()
     # the per-seed pipeline files follow run.seeds before DVC reads them (idempotent)
-    pipelines.sync(root, (yaml.safe_load((root / "params.yaml").read_text()) or {})["run"]["seeds"])
+    pipelines.sync(root, pipelines.run_seeds(root))
     # one repo lock around graph and status: DVC builds its index once (each locked call would rebuild
     # it), and the two see the same dvc.yaml and dvc.lock
     with Repo(str(root)) as repo, lock_repo(repo):

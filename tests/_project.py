@@ -75,11 +75,9 @@ def make_project(dest: Path, params: str | Path = "profiles/tiny.yaml", override
 
 def sync_pipelines(proj: Path) -> None:
     """pipelines/seed_<s>/ for the copy's run.seeds, as ``classprune seeds`` makes them."""
-    import yaml
+    from classprune.pipelines import run_seeds, sync
 
-    from classprune.pipelines import sync
-
-    sync(proj, yaml.safe_load((proj / "params.yaml").read_text())["run"]["seeds"])
+    sync(proj, run_seeds(proj))
 
 
 def stage_name(name: str) -> str:

@@ -46,10 +46,6 @@ def test_the_committed_lock_matches_the_code_and_params():
                        "rerun `make repro`, or `dvc commit` a change shown to be output-neutral")
 
 
-def lock_files(root: Path) -> list[Path]:
-    return [root / "dvc.lock", *sorted((root / "pipelines").glob("seed_*/dvc.lock"))]
-
-
 def stale_lock_entries(root: Path, stages: list[str]) -> dict[str, list[str]]:
     """Per lock file: entries naming no stage of its dvc.yaml (``stages``: `dvc stage list --all` names)."""
     defined: dict[str, set[str]] = {}
@@ -57,6 +53,8 @@ def stale_lock_entries(root: Path, stages: list[str]) -> dict[str, list[str]]:
         file, _, short = name.rpartition(":")
         lock = str(Path(file).parent / "dvc.lock") if file else "dvc.lock"
         defined.setdefault(lock, set()).add(short)
+    from classprune.pipelines import lock_files
+
     out = {}
     for lock in lock_files(root):
         rel = lock.relative_to(root).as_posix()
@@ -76,7 +74,7 @@ def test_every_lock_entry_is_a_stage_and_every_seed_has_its_pipeline():
     assert proc.returncode == 0, proc.stderr[-2000:]
     stale = stale_lock_entries(ROOT, proc.stdout.split())
     assert not stale, {lock: f"{len(names)} stale entries, e.g. {names[:3]}" for lock, names in stale.items()}
-    seeds = yaml.safe_load((ROOT / "params.yaml").read_text())["run"]["seeds"]
+    seeds = pipelines.run_seeds(ROOT)
     assert pipelines.mismatch(ROOT, seeds) is None, pipelines.mismatch(ROOT, seeds)
     assert all((ROOT / "pipelines" / f"seed_{s}" / "dvc.lock").is_file() for s in seeds)
 

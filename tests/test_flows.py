@@ -65,8 +65,9 @@ def status(repo: Path, *targets: str) -> dict:
 
 def locked_stages(repo: Path) -> set[str]:
     """Stage names of every lock file: dvc.lock and pipelines/seed_<s>/dvc.lock."""
-    return {name for lock in (repo / "dvc.lock", *sorted((repo / "pipelines").glob("seed_*/dvc.lock")))
-            for name in yaml.safe_load(lock.read_text())["stages"]}
+    from classprune.pipelines import lock_files
+
+    return {name for lock in lock_files(repo) for name in yaml.safe_load(lock.read_text())["stages"]}
 
 
 def reports(repo: Path) -> dict:

@@ -31,6 +31,18 @@ def stage_file(seed: int) -> Path:
     return seed_dir(seed) / "dvc.yaml"
 
 
+def run_seeds(root: Path | str = ".") -> list[int]:
+    """run.seeds of the project's params.yaml (read without validating the rest)."""
+    import yaml
+
+    return [int(s) for s in (yaml.safe_load((Path(root) / "params.yaml").read_text()) or {})["run"]["seeds"]]
+
+
+def lock_files(root: Path | str = ".") -> list[Path]:
+    """Every lock file of the project: dvc.lock, then pipelines/seed_<s>/dvc.lock."""
+    return [Path(root) / "dvc.lock", *sorted((Path(root) / PIPELINES).glob("seed_*/dvc.lock"))]
+
+
 def present(root: Path | str = ".") -> list[int]:
     """Seeds that have a pipeline directory now."""
     base = Path(root) / PIPELINES
@@ -45,9 +57,9 @@ def present(root: Path | str = ".") -> list[int]:
 SEED_VAR = "  - seed: [SEED]"
 
 
-def render(root: Path | str, seed: int) -> str:
-    """Seed ``seed``'s dvc.yaml: the template with its seed."""
-    text = (Path(root) / PIPELINES / TEMPLATE).read_text()
+def render(root: Path | str, seed: int, text: str | None = None) -> str:
+    """Seed ``seed``'s dvc.yaml: the template (``text``, else read from ``root``) with its seed."""
+    text = (Path(root) / PIPELINES / TEMPLATE).read_text() if text is None else text
     if SEED_VAR not in text:
         raise ValueError(f"{PIPELINES / TEMPLATE} lacks the line {SEED_VAR.strip()!r} under vars:")
     return (f"# Made by `classprune seeds` from ../{TEMPLATE} for seed {seed} of run.seeds: edit that file.\n"
@@ -65,12 +77,13 @@ def sync(root: Path | str, seeds: list[int]) -> dict[int, bytes | None]:
     removed: dict[int, bytes | None] = {}
     for seed in present(root):
         if seed not in seeds:
-            lock = base / f"seed_{seed}" / "dvc.lock"
+            lock = Path(root) / seed_dir(seed) / "dvc.lock"
             removed[seed] = lock.read_bytes() if lock.is_file() else None
-            shutil.rmtree(base / f"seed_{seed}")
+            shutil.rmtree(lock.parent)
+    template = (base / TEMPLATE).read_text()
     for seed in seeds:
-        text = render(root, seed)
-        path = base / f"seed_{seed}" / "dvc.yaml"
+        text = render(root, seed, template)
+        path = Path(root) / stage_file(seed)
         if not path.is_file() or path.read_text() != text:
             path.parent.mkdir(parents=True, exist_ok=True)
             write_text(path, text)   # atomic: a DVC process never reads half a file
@@ -79,11 +92,10 @@ def sync(root: Path | str, seeds: list[int]) -> dict[int, bytes | None]:
 
 def restore(root: Path | str, removed: dict[int, bytes | None]) -> None:
     """Undo ``sync``'s removals (the fan-out's seeds are temporary): directories and lock files back."""
-    base = Path(root) / PIPELINES
     sync(root, sorted(set(present(root)) | set(removed)))
     for seed, lock in removed.items():
         if lock is not None:
-            (base / f"seed_{seed}" / "dvc.lock").write_bytes(lock)
+            (Path(root) / seed_dir(seed) / "dvc.lock").write_bytes(lock)
 
 
 def mismatch(root: Path | str, seeds: list[int]) -> str | None:
@@ -92,7 +104,8 @@ def mismatch(root: Path | str, seeds: list[int]) -> str | None:
     fix = "run `classprune seeds` (make repro and classprune run do it)"
     if have != sorted(seeds):
         return f"pipelines/ holds seeds {have} but run.seeds is {sorted(seeds)}: {fix}"
-    stale = [s for s in seeds if (Path(root) / stage_file(s)).read_text() != render(root, s)]
+    template = (Path(root) / PIPELINES / TEMPLATE).read_text()
+    stale = [s for s in seeds if (Path(root) / stage_file(s)).read_text() != render(root, s, template)]
     if stale:
         return f"pipelines/seed_{stale[0]}/dvc.yaml differs from pipelines/{TEMPLATE}: {fix}"
     return None

@@ -3,8 +3,8 @@
 One module per method; ``registry.METHODS`` names them (config validates against it without importing the
 methods). A method is ``fn(params, seed, device) -> [result, ...]``; ``common.run_baseline`` (what the
 baseline stage runs) writes the results as ``reports/rounds/seed_<s>/<method>.json``, the format the LT
-evaluate stage writes, so the report stage puts them beside the scenarios without knowing about them. Pruning baselines are evaluated at the LT
-levels (1-p)^(k-1), k = 1..R, under ``round`` k.
+evaluate stage writes, so the report stage puts them beside the scenarios without knowing about them.
+Pruning baselines are evaluated at the LT levels (1-p)^(k-1), k = 1..R, under ``round`` k.
 
 The SNIP and L-OBS scores are criteria of the core registry (``pruning.CRITERIA``, registered when their
 module is imported): selection is the core's ``keep_top``, so they prune exactly like the LT scenarios do.
