@@ -1,6 +1,6 @@
 """Run every benchmark, write reports/bench.json (atomically) and print a markdown table for the README.
 
-    python benchmarks/run_all.py                       # prune, masked step, cpu_isa, data loading, export, ONNX files,
+    python benchmarks/run_all.py                       # prune, masked step, channel step, cpu_isa, data loading, export, ONNX files,
                                                        # DVC's per-stage bookkeeping, old vs new layout (+15 min)
     python benchmarks/run_all.py --only bookkeeping    # just that one (also: benchmarks/bench_dvc_bookkeeping.py)
     python benchmarks/run_all.py --pipeline            # + Prefect DAG vs serial dvc repro, no-op repro (tiny)
@@ -20,6 +20,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
+import bench_channel_step  # noqa: E402
 import bench_dvc_bookkeeping  # noqa: E402
 import bench_export  # noqa: E402
 import bench_isa  # noqa: E402
@@ -33,7 +34,7 @@ from _common import ROOT, machine, machine_line, markdown_table, set_threads  # 
 
 from classprune.io import write_json  # noqa: E402
 
-BENCHMARKS = ("prune", "step", "trainlog", "isa", "loader", "export", "onnx", "bookkeeping")
+BENCHMARKS = ("prune", "step", "channel_step", "trainlog", "isa", "loader", "export", "onnx", "bookkeeping")
 
 
 def main(argv=None) -> int:
@@ -56,6 +57,8 @@ def main(argv=None) -> int:
         results.append(bench_prune.run(reps=3 if a.quick else 5))
     if "step" in a.only:
         results.append(bench_step.run(reps=8 if a.quick else 30))
+    if "channel_step" in a.only:
+        results.append(bench_channel_step.run(reps=5 if a.quick else 20))
     if "trainlog" in a.only:
         results.append(bench_trainlog.run(steps=200, reps=3 if a.quick else 8))
     if "isa" in a.only:

@@ -173,3 +173,17 @@ def _healthy(url: str) -> bool:
             return r.status == 200
     except OSError:
         return False
+
+
+def build_tiny_cache(root: Path, n_positive: int = 10, n_negative: int = 30) -> Path:
+    """A decoded cache of a few synthetic 64 px images (train/val/test 3:1:1), built by the real code."""
+    import numpy as np
+
+    from classprune.data.cache import build_cache
+    from classprune.data.synthetic import generate
+
+    index = generate(root / "raw", n_positive=n_positive, n_negative=n_negative, image_size=64, seed=0)
+    rank = index.groupby("label").cumcount() % 5
+    index["split"] = np.select([rank == 3, rank == 4], ["val", "test"], "train")
+    build_cache(index, root / "cache", 64, workers=1)
+    return root / "cache"

@@ -50,7 +50,7 @@ def project(tmp_path_factory):
 # only validates names with it. constants.py is no plumbing: NUM_PARAMETERS sets MobileNet's remaining
 # fraction, so every stage that loads it declares it.
 PLUMBING = {"src/classprune/__init__.py", "src/classprune/cli.py", "src/classprune/config.py",
-            "src/classprune/errors.py", "src/classprune/io.py", "src/classprune/dvc_atomic.py",
+            "src/classprune/errors.py", "src/classprune/io.py", "src/classprune/dvc_atomic.py", "src/classprune/prune_config.py",
             "src/classprune/scenarios.py", "src/classprune/data/__init__.py", "src/classprune/baselines/__init__.py",
             "src/classprune/baselines/registry.py", "src/classprune/baselines/config.py"}
 # Plumbing elsewhere, logic in these stages: the registry picks the function a baseline stage runs.
@@ -129,8 +129,30 @@ def test_repro_writes_the_artifact_contract(project):
                 assert torch.all(rewound[n][~m] == 0)
             assert abs(kept - total * (1 - rate) ** (k - 1)) <= len(mask), (sc, k)
             prev_mask = mask
+    channel = params["run"].get("channel_scenarios", [])
+    for sc in channel:  # channel tickets: whole channels pruned, survivors rewound to the same W0
+        prev_mask = None
+        for k in range(1, rounds + 1):
+            d = proj / "models" / f"{sc}-channel" / f"seed_{seed}" / f"round_{k}"
+            weights, cmask, rewound = load(d / "weights.pt"), load(d / "mask.pt"), load(d / "rewound.pt")
+            for n, m in cmask.items():
+                assert torch.all(weights[n][~m] == 0) and torch.equal(rewound[n][m], w0[n][m]), (sc, k, n)
+                if prev_mask is not None:
+                    assert not torch.any(m & ~prev_mask[n]), "masks only shrink"
+            for n, m in cmask.items():  # a conv filter is kept or dropped whole: every live filter reads the
+                if n.startswith("features") and n.endswith(".weight"):  # same live input channels
+                    rows = m.flatten(1)
+                    live = rows[rows.any(1)]
+                    assert len(live) and torch.equal(live, live[:1].expand_as(live)), (sc, k, n)
+            prev_mask = cmask
+        result = json.loads((proj / "reports" / "rounds" / f"seed_{seed}" / f"{sc}-channel.json").read_text())
+        macs = [rd["macs"] for rd in result["rounds"]]
+        assert result["kind"] == "channel" and macs == sorted(macs, reverse=True) and macs[-1] < macs[0]
+        reinit = json.loads((proj / "reports" / "rounds" / f"seed_{seed}" / f"{sc}-channel-reinit.json").read_text())
+        assert [rd["remaining"] for rd in reinit["rounds"]] == [rd["remaining"] for rd in result["rounds"]]
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
-    assert set(metrics) == set(scenarios) | set(params["baselines"]["methods"])
+    assert set(metrics) == (set(scenarios) | set(params["baselines"]["methods"])
+                            | {f"{sc}-channel" for sc in channel} | {f"{sc}-channel-reinit" for sc in channel})
     for sc in scenarios:
         assert sorted(metrics[sc]) == [f"round_{k}" for k in range(1, rounds + 1)]
         for k in range(1, rounds + 1):
@@ -301,6 +323,7 @@ def test_report_lists_only_the_current_scenarios_rounds_and_methods(project):
     path = proj / "params.yaml"
     data = yaml.safe_load(path.read_text())
     data["run"]["scenarios"] = ["black"]
+    data["run"]["channel_scenarios"] = []
     data["prune"]["rounds"] = data["prune"]["rounds"][:2]
     data["baselines"]["methods"] = ["snip"]
     data["baselines"]["source_scenario"] = "black"
@@ -312,3 +335,4 @@ def test_report_lists_only_the_current_scenarios_rounds_and_methods(project):
     summary = (proj / "reports" / "summary.md").read_text()
     assert "| red |" not in summary and "lobs" not in summary and "| 25.00 |" not in summary
     assert (proj / "reports" / "rounds" / "seed_0" / "red.json").exists(), "the stale file stays, unread"
+    assert (proj / "reports" / "rounds" / "seed_0" / "black-channel.json").exists()

@@ -152,6 +152,7 @@ def _chain_json(method: str, rounds: int) -> dict:
 def test_report_ignores_temporaries_left_in_reports_rounds_by_a_killed_writer(tmp_path):
     """The report reads the declared result files only, so a killed writer's temporary is never parsed."""
     from classprune.config import load_params
+    from classprune.paths import declared_results
     from classprune.report import load_results
 
     import yaml
@@ -159,8 +160,8 @@ def test_report_ignores_temporaries_left_in_reports_rounds_by_a_killed_writer(tm
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(profile_params("tiny"), sort_keys=False))
     params = load_params(tmp_path / "params.yaml")
     rounds = tmp_path / "reports" / "rounds" / "seed_0"
-    for method in (*params.run.scenarios, *params.baselines.methods):
-        write_json(rounds / f"{method}.json", _chain_json(method, len(params.prune.rounds)))
+    for path in declared_results(params):  # weight and channel tickets, controls, baselines
+        write_json(tmp_path / path, _chain_json(path.stem, len(params.prune.rounds)))
     stale = rounds / ".red.json.k1ll3d.tmp"
     stale.write_text(json.dumps(_chain_json("red", 9))[:40])  # killed in the middle of the write
     df = load_results(params, tmp_path)
@@ -290,15 +291,7 @@ def test_load_mask_round_trips(tmp_path):
 @pytest.fixture(scope="module")
 def tiny_cache(tmp_path_factory):
     """A decoded cache of 40 synthetic 64 px images (train/val/test), built by the real code."""
-    from classprune.data.cache import build_cache
-    from classprune.data.synthetic import generate
-
-    root = tmp_path_factory.mktemp("determinism")
-    index = generate(root / "raw", n_positive=10, n_negative=30, image_size=64, seed=0)
-    rank = index.groupby("label").cumcount() % 5
-    index["split"] = np.select([rank == 3, rank == 4], ["val", "test"], "train")
-    build_cache(index, root / "cache", 64, workers=1)
-    return root / "cache"
+    return _load_project().build_tiny_cache(tmp_path_factory.mktemp("determinism"))
 
 
 def _lottery_chain(cache_dir: Path, workdir: Path, seed: int) -> dict:
@@ -436,17 +429,21 @@ def profile_params(name: str) -> dict:
     return merged_params(name, ROOT / "params.yaml", ROOT / "profiles")
 
 
-def _make_project():
+def _load_project():
     spec = importlib.util.spec_from_file_location("_classprune_test_project", ROOT / "tests" / "_project.py")
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
-    return module.make_project
+    return module
+
+
+def _make_project():
+    return _load_project().make_project
 
 
 def _small_tiny_params(dest: Path) -> Path:
     """The tiny profile cut to one scenario, two rounds and one baseline, so two runs fit in minutes."""
     params = profile_params("tiny")
-    params["run"]["scenarios"] = ["red"]
+    params["run"]["scenarios"], params["run"]["channel_scenarios"] = ["red"], []
     params["prune"]["rounds"] = params["prune"]["rounds"][:2]
     if "baselines" in params:
         params["baselines"]["methods"] = ["snip"]

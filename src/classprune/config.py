@@ -9,8 +9,9 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .baselines.config import Baselines
-from .constants import DEVICE_PATTERN, LT_CRITERIA, MIN_IMAGE_SIZE, NUM_PARAMETERS
+from .constants import DEVICE_PATTERN, MIN_IMAGE_SIZE
 from .errors import ConfigError
+from .prune_config import Prune
 from .scenarios import SCENARIOS, Scenario
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -121,71 +122,17 @@ class Evaluate(_Strict):
     threshold_rule: Literal["point", "bound"] = "point"  # what must meet target_fnr on val: FNR or its bound
 
 
-class Round(_Strict):
-    k: int = Field(ge=1)
-    prev: int = Field(ge=0)
-
-
-class Prune(_Strict):
-    rate: float = Field(0.5, gt=0, lt=1)
-    scope: Literal["layerwise", "global"] = "global"
-    criterion: str = "magnitude"
-    include_biases: bool = False
-    # tensors never pruned (open_lth's pruning_layers_to_ignore), e.g. [classifier.6.weight]: the output layer
-    ignore: list[str] = ["classifier.6.weight"]
-    # tensors pruned at their own rate, each on its own (Frankle & Carbin: the output layer at half the rate)
-    layer_rates: dict[str, float] = {}
-    rewind_iteration: int = Field(0, ge=0)  # late rewinding: rewind to the weights after this many round-1 steps
-    rounds: list[Round]
-
-    @field_validator("criterion")
-    @classmethod
-    def _known_criterion(cls, v):
-        if v not in LT_CRITERIA:
-            raise ValueError(f"unknown criterion {v!r}; allowed: {', '.join(LT_CRITERIA)}")
-        return v
-
-    @field_validator("layer_rates")
-    @classmethod
-    def _rates(cls, v):
-        bad = {n: r for n, r in v.items() if not 0 < r < 1}
-        if bad:
-            raise ValueError(f"every rate must be in (0, 1), got {bad}")
-        return v
-
-    @model_validator(mode="after")
-    def _ignored_not_rated(self):
-        both = sorted(set(self.ignore) & set(self.layer_rates))
-        if both:
-            raise ValueError(f"{both} are both ignored and given a rate; name each tensor in one of them")
-        return self
-
-    @field_validator("rounds")
-    @classmethod
-    def _consecutive(cls, v):
-        # dvc.yaml cannot do arithmetic, so the previous round is spelled out; it must be consistent.
-        if not v or [(r.k, r.prev) for r in v] != [(i, i - 1) for i in range(1, len(v) + 1)]:
-            raise ValueError("must list {k: 1, prev: 0}, {k: 2, prev: 1}, ... in order")
-        return v
-
-    @model_validator(mode="after")
-    def _leaves_weights(self):
-        # Every round after the first trains on (1-p)^(k-1) of the weights; the sparsest must keep at
-        # least one weight for each of AlexNet's 16 prunable tensors.
-        left = NUM_PARAMETERS * (1 - self.rate) ** (len(self.rounds) - 1)
-        if left < 16:
-            raise ValueError(f"{len(self.rounds)} rounds at rate {self.rate} leave {left:.1f} weights; "
-                             "use fewer rounds or a lower rate")
-        return self
-
-    @property
-    def n_rounds(self) -> int:
-        return len(self.rounds)
-
-
 class Run(_Strict):
-    scenarios: list[str] = ["red", "blue", "black", "green"]
+    scenarios: list[str] = ["red", "blue", "black", "green"]  # weight tickets
+    channel_scenarios: list[str] = []  # channel tickets of these scenarios (prune.channel), beside the weight ones
     seeds: list[int] = [0, 1, 2, 3, 4]
+
+    @field_validator("scenarios", "channel_scenarios")
+    @classmethod
+    def _distinct(cls, v):
+        if len(set(v)) != len(v):
+            raise ValueError(f"names a scenario twice: {v}")
+        return v
 
     @field_validator("seeds")
     @classmethod
@@ -238,9 +185,10 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _scenarios_defined(self):
-        unknown = [s for s in self.run.scenarios if s not in self.scenarios]
-        if unknown:
-            raise ValueError(f"run.scenarios names unknown scenario(s) {unknown}; defined: {sorted(self.scenarios)}")
+        for key in ("scenarios", "channel_scenarios"):
+            unknown = [s for s in getattr(self.run, key) if s not in self.scenarios]
+            if unknown:
+                raise ValueError(f"run.{key} names unknown scenario(s) {unknown}; defined: {sorted(self.scenarios)}")
         return self
 
     @model_validator(mode="after")
@@ -255,6 +203,12 @@ class Params(_Strict):
         if clash:
             raise ValueError(f"scenario name(s) {clash} clash with baseline methods (both write reports/rounds)")
         return self
+
+    def channel_rate(self) -> float:
+        """Channels pruned per round: prune.channel.rate, or the rate at which weights shrink as prune.rate's
+        (a middle conv layer loses input and output channels alike: (1 - p)^2 of its weights remain)."""
+        c = self.prune.channel
+        return c.rate if c.rate is not None else 1.0 - (1.0 - self.prune.rate) ** 0.5
 
     def check_seed(self, seed: int) -> None:
         if seed not in self.run.seeds:

@@ -6,3 +6,5 @@ MIN_IMAGE_SIZE = 63
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 # The lottery-ticket criteria (classprune.pruning registers them; SNIP and L-OBS are baselines, not these).
 LT_CRITERIA = ("magnitude_increase", "magnitude")
+# Channel-ticket criteria (classprune.channels registers them).
+CHANNEL_CRITERIA = ("l1", "l2_group", "refill")

@@ -45,6 +45,17 @@ def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: 
     return out
 
 
+def compact_size(params: Params, model: torch.nn.Module, mask: dict) -> dict:
+    """MACs of one image and parameters of a channel ticket as it runs, its pruned channels removed
+    (Torch-Pruning's counter, not a hand count)."""
+    from .channels import compact, macs_and_params
+    from .lottery import channel_units
+
+    small = compact(model, mask, channel_units(params, model), params.data.image_size)
+    macs, n = macs_and_params(small, params.data.image_size)
+    return {"macs": macs, "params": n}
+
+
 def write_result(result: dict) -> None:
     """The result file (reports/rounds/..json) and, apart, every round's val/test labels and log-odds scores
     (reports/scores/..npz, float32) from which the report draws ROC and precision-recall curves."""
@@ -59,22 +70,33 @@ def write_result(result: dict) -> None:
     io.write_npz(scores_path(result["method"], result["seed"]), arrays)
 
 
-def evaluate_chain(params: Params, scenario: str, seed: int) -> dict:
-    """Every round of one scenario x seed chain in one process: metrics code changes never retrain."""
+def evaluate_chain(params: Params, scenario: str, seed: int, granularity: str = "weight") -> dict:
+    """Every round of one chain in one process: metrics code changes never retrain. A channel chain's rounds
+    also say what the compact network costs (MACs, parameters)."""
     from .masks import load_mask
-
-    set_threads(params.train.threads)
-    label = f"evaluate {scenario} seed {seed}"
-    device = stage_device(params.train.device, label, log=False)
-    rounds, paths = [], [round_paths(params, scenario, seed, r.k) for r in params.prune.rounds]
-    states = [(r.k, io.load_torch(cur.weights), load_mask(cur.mask)) for r, cur in zip(params.prune.rounds, paths)]
-    w0 = io.load_torch(round_paths(params, scenario, seed, 0).weights)
-    log_device(device, label)
-    for k, state, mask in states:
-        rounds.append({"round": k, **evaluate_model(params, build(params, seed, state, device), mask, w0)})
-    write_result({"method": scenario, "kind": "scenario", "seed": seed, "rounds": rounds})
+    from .paths import chain
     from .trainlog import chain_csv, gather
 
-    gather({k: round_paths(params, scenario, seed, k).train_log for k, _, _ in states}, chain_csv(scenario, seed))
-    return {"method": scenario, "seed": seed,
+    method = chain(scenario, granularity)
+    set_threads(params.train.threads)
+    label = f"evaluate {method} seed {seed}"
+    device = stage_device(params.train.device, label, log=False)
+    paths = {r.k: round_paths(params, scenario, seed, r.k, granularity) for r in params.prune.rounds}
+    states = [(k, io.load_torch(cur.weights), load_mask(cur.mask)) for k, cur in paths.items()]
+    w0 = io.load_torch(round_paths(params, scenario, seed, 0, granularity).weights)
+    log_device(device, label)
+    rounds = []
+    for k, state, mask in states:
+        model = build(params, seed, state, device)
+        extra = {} if granularity == "weight" else {"granularity": granularity, **compact_size(params, model, mask)}
+        rounds.append({"round": k, **evaluate_model(params, model, mask, w0), **extra})
+    kind = "scenario" if granularity == "weight" else granularity
+    write_result({"method": method, "kind": kind, "seed": seed, "rounds": rounds})
+    gather({k: cur.train_log for k, cur in paths.items()}, chain_csv(method, seed))
+    return {"method": method, "seed": seed,
             "test_auc": [r["test"]["auc"] for r in rounds], "test_fnr": [r["test"]["fnr"] for r in rounds]}
+
+
+def evaluate_channel_chain(params: Params, scenario: str, seed: int) -> dict:
+    """Every round of a scenario's channel ticket."""
+    return evaluate_chain(params, scenario, seed, "channel")

@@ -16,7 +16,7 @@ from . import io
 from .config import Params
 from .device import log_device, set_threads, stage_device, state_to_cpu
 from .errors import DataError
-from .paths import CACHE, PRETRAINED_FEATURES, round_paths
+from .paths import CACHE, PRETRAINED_FEATURES, chain, round_paths
 
 
 def round_seed(seed: int, k: int) -> int:
@@ -70,37 +70,89 @@ def build(params: Params, seed: int, state: dict | None = None, device: torch.de
     return model.to(device or "cpu")
 
 
-def init(params: Params, scenario: str, seed: int) -> None:
-    """Round 0 of a chain: W0 and the all-ones mask. W0 depends on the seed only: every scenario shares it."""
+def channel_units(params: Params, model: torch.nn.Module):
+    """The channel units (classprune.channels) of ``prune.channel.layers`` in ``model``."""
+    from .channels import units
+
+    return units(model, params.prune.channel.layers, params.data.image_size)
+
+
+def init(params: Params, scenario: str, seed: int, granularity: str = "weight") -> None:
+    """Round 0 of a chain: W0 and the all-ones mask. W0 depends on the seed only: every scenario shares it;
+    the mask covers the prunable weights, or for a channel chain every parameter tied to a channel."""
     from .masks import full_mask, save_mask
 
     model = build(params, seed)
-    out = round_paths(params, scenario, seed, 0)
+    out = round_paths(params, scenario, seed, 0, granularity)
+    if granularity == "channel":
+        from .channels import full_channel_mask
+
+        mask = full_channel_mask(model, channel_units(params, model))
+    else:
+        mask = full_mask(model, params.prune.include_biases, params.prune.ignore)
     state = state_to_cpu(model.state_dict())
     io.save_torch(out.weights, state)
     io.save_torch(out.rewound, state)
-    save_mask(full_mask(model, params.prune.include_biases, params.prune.ignore), out.mask)
+    save_mask(mask, out.mask)
 
 
-def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
+def init_channel(params: Params, scenario: str, seed: int) -> None:
+    """Round 0 of a scenario's channel ticket."""
+    init(params, scenario, seed, "channel")
+
+
+def next_mask(params: Params, granularity: str, seed: int, trained: dict, start: dict, mask: dict) -> dict:
+    """The mask of the next round: ``prune.rate`` of the surviving weights by ``prune.criterion``, or for
+    a channel chain the channel rate of the surviving channels by ``prune.channel.criterion``."""
+    p = params.prune
+    if granularity == "weight":
+        from .pruning import prune
+
+        return prune(trained, start, mask, p.rate, p.scope, p.criterion, p.layer_rates)
+    from .channels import prune_channels
+
+    model = build(params, seed, {n: v.clone() for n, v in trained.items()})
+    return prune_channels(model, mask, channel_units(params, model), params.channel_rate(), p.channel.scope,
+                          p.channel.criterion, params.data.image_size)
+
+
+def _same(state: dict) -> dict:
+    return state
+
+
+def trainable(params: Params, granularity: str, model: torch.nn.Module, mask: dict):
+    """What a round trains, on the CPU: the masked network (weight tickets), or for a channel ticket the
+    compact network (its pruned channels removed: the same function at a fraction of the MACs, and nothing
+    to mask), with the map of its state back to full shape (the artifact contract)."""
+    if granularity == "weight":
+        return model, _same
+    from .channels import compact, expand, live_index
+
+    units = channel_units(params, model)
+    index, like = live_index(mask, units), model.state_dict()
+    return compact(model, mask, units, params.data.image_size), lambda state: expand(state, index, like)
+
+
+def train_round(params: Params, scenario: str, seed: int, k: int, granularity: str = "weight") -> dict:
     """Round k of a chain: prune round k-1 and rewind (k > 1), then train. Reads round k-1's files and writes
     round k's; nothing is written unless training finishes with finite weights."""
     from .masks import load_mask, remaining, save_mask
-    from .pruning import prune, rewind
+    from .pruning import rewind
     from .train import sgd, train_masked
     from .trainlog import TrainLog
 
     set_threads(params.train.threads)
-    label = f"{scenario} seed {seed} round {k}"
+    label = f"{chain(scenario, granularity)} seed {seed} round {k}"
     device = stage_device(params.train.device, label, log=False)
     p, t = params.prune, params.train
-    prev, out = round_paths(params, scenario, seed, k - 1), round_paths(params, scenario, seed, k)
+    prev, out = (round_paths(params, scenario, seed, j, granularity) for j in (k - 1, k))
     start = io.load_torch(prev.rewound)
     mask = load_mask(prev.mask)
     if k > 1:
-        mask = prune(io.load_torch(prev.weights), start, mask, p.rate, p.scope, p.criterion, p.layer_rates)
+        mask = next_mask(params, granularity, seed, io.load_torch(prev.weights), start, mask)
         start = rewind(start, mask)
-    model = build(params, seed, {n: v.clone() for n, v in start.items()}, device)
+    model, grow = trainable(params, granularity, build(params, seed, {n: v.clone() for n, v in start.items()}), mask)
+    model = model.to(device)
     loss, gamma = scenario_loss(params, scenario, k, device)
     torch.manual_seed(round_seed(seed, k))  # dropout
     loader = train_loader(params, seed=round_seed(seed, k), device=device)
@@ -110,18 +162,23 @@ def train_round(params: Params, scenario: str, seed: int, k: int) -> dict:
 
     def keep_rewind_point(step: int, m: torch.nn.Module) -> None:
         if step == late:
-            snapshot.update({n: v.detach().cpu().clone() for n, v in m.state_dict().items()})
+            snapshot.update(grow({n: v.detach().cpu().clone() for n, v in m.state_dict().items()}))
 
     with io.atomic_path(out.train_log, is_dir=True) as log_dir, TrainLog(log_dir) as log:
-        losses = train_masked(model, mask, loader, loss, t.iterations, **sgd(t), desc=label,
+        losses = train_masked(model, mask if grow is _same else {}, loader, loss, t.iterations, **sgd(t), desc=label,
                               on_step=keep_rewind_point if late else None, log=log)
     io.save_torch(out.rewound, snapshot if late else start)
     save_mask(mask, out.mask)
-    io.save_torch(out.weights, state_to_cpu(model.state_dict()))
+    io.save_torch(out.weights, grow(state_to_cpu(model.state_dict())))
     return {"gamma": gamma, "final_loss": losses[-1], "remaining": remaining(mask)}
 
 
-def run_chain(params: Params, scenario: str, seed: int) -> list[dict]:
+def train_channel_round(params: Params, scenario: str, seed: int, k: int) -> dict:
+    """Round k of a scenario's channel ticket."""
+    return train_round(params, scenario, seed, k, "channel")
+
+
+def run_chain(params: Params, scenario: str, seed: int, granularity: str = "weight") -> list[dict]:
     """Alg. 1 for one scenario and seed, in this process: W0, then every round of ``prune.rounds``."""
-    init(params, scenario, seed)
-    return [train_round(params, scenario, seed, r.k) for r in params.prune.rounds]
+    init(params, scenario, seed, granularity)
+    return [train_round(params, scenario, seed, r.k, granularity) for r in params.prune.rounds]

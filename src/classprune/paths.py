@@ -1,9 +1,10 @@
 """Where every artifact lives: the artifact contract in one place, relative to the project root.
 
-``models/<scenario>/seed_<s>/round_<k>/`` holds ``mask.pt`` (the mask round k trains with), ``rewound.pt``
+``models/<chain>/seed_<s>/round_<k>/`` holds ``mask.pt`` (the mask round k trains with), ``rewound.pt``
 (the rewind point masked by that mask: the weights round k starts from) and ``weights.pt`` (trained).
 ``round_0`` holds W0 as ``weights.pt`` and ``rewound.pt`` and the all-ones mask. A trained round also holds
-``train/``, its DVCLive training curves.
+``train/``, its DVCLive training curves. A chain is a scenario's weight ticket (``<scenario>``) or its
+channel ticket (``<scenario>-channel``; a scenario name cannot hold ``-``, so the two never clash).
 """
 from __future__ import annotations
 
@@ -46,9 +47,24 @@ class RoundPaths:
         return self.dir / "train"
 
 
-def round_paths(params: Params, scenario: str, seed: int, k: int) -> RoundPaths:
+GRANULARITIES = ("weight", "channel")
+
+
+def chain(scenario: str, granularity: str = "weight") -> str:
+    """The chain's name: its model folder and its method in the reports."""
+    if granularity not in GRANULARITIES:
+        raise ValueError(f"granularity must be one of {GRANULARITIES}, got {granularity!r}")
+    return scenario if granularity == "weight" else f"{scenario}-{granularity}"
+
+
+def reinit_method(scenario: str) -> str:
+    """The random-reinit control of a scenario's channel ticket (Liu et al. 2019)."""
+    return f"{chain(scenario, 'channel')}-reinit"
+
+
+def round_paths(params: Params, scenario: str, seed: int, k: int, granularity: str = "weight") -> RoundPaths:
     params.check_seed(seed)
-    return RoundPaths(MODELS / scenario / f"seed_{seed}" / f"round_{k}")
+    return RoundPaths(MODELS / chain(scenario, granularity) / f"seed_{seed}" / f"round_{k}")
 
 
 def metrics_path(method: str, seed: int) -> Path:
@@ -63,5 +79,7 @@ def scores_path(method: str, seed: int) -> Path:
 
 def declared_results(params: Params) -> list[Path]:
     """The result files the current dvc.yaml and params.yaml produce: what the report reads, nothing else."""
-    methods = [*params.run.scenarios, *params.baselines.methods]
+    channel = params.run.channel_scenarios
+    methods = [*params.run.scenarios, *params.baselines.methods, *(chain(s, "channel") for s in channel),
+               *(reinit_method(s) for s in channel)]
     return [metrics_path(m, s) for s in params.run.seeds for m in methods]

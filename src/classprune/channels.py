@@ -1,0 +1,300 @@
+"""Channel lottery tickets: a conv output channel is pruned as one unit, rewound like any ticket, removed at export.
+
+The unit is what Torch-Pruning's DependencyGraph couples to a conv output channel: its filter, its bias and
+the slice of every layer that reads it (through ReLU, pooling and flatten, and, in residual or depthwise
+networks, the layers tied to it). A channel mask is an ordinary weight mask (the artifact contract's
+full-shape ``mask.pt``) whose pruned entries are whole units, so training, rewinding and evaluation stay
+those of the weight tickets, and the masked network computes what the compact one computes: a pruned
+channel's filter and bias are zero, and every reader of it reads it with zero weights.
+
+Scores come from Torch-Pruning's importances on the *compact* network (the ticket as it would ship).
+"""
+from __future__ import annotations
+
+import copy
+import math
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+
+from .errors import ConfigError
+from .masks import Mask
+from .pruning import keep_top
+
+ALL_CONV = "conv"  # prune.channel.layers: every Conv2d of the network
+
+
+@dataclass(frozen=True)
+class Slice:
+    """Where channels of one unit sit in one parameter: positions ``index`` along ``dim`` belong to root
+    channels ``channel`` (equal for a conv reading a conv; a flatten can map one channel to many)."""
+    param: str
+    dim: int
+    index: torch.Tensor
+    channel: torch.Tensor
+
+
+@dataclass(frozen=True)
+class Unit:
+    """The channels of one conv layer (the root) and every parameter slice tied to them."""
+    layer: str
+    size: int
+    slices: tuple[Slice, ...]
+
+
+def example_input(model: nn.Module, image_size: int) -> torch.Tensor:
+    """One image of zeros in the model's dtype and on its device: what the graph is traced with."""
+    p = next(model.parameters())
+    return torch.zeros(1, 3, image_size, image_size, dtype=p.dtype, device=p.device)
+
+
+def _graph(model: nn.Module, image_size: int):
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    try:
+        return tp.DependencyGraph().build_dependency(model, example_inputs=example_input(model, image_size))
+    except Exception as exc:  # noqa: BLE001 - any tracing failure is "this network cannot be traced"
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        raise ConfigError(f"Torch-Pruning's dependency graph cannot trace {type(model).__name__} "
+                          f"(channel tickets): {first}") from None
+    finally:
+        model.train(was_training)
+
+
+def conv_layers(model: nn.Module) -> list[str]:
+    return [n for n, m in model.named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
+    """``prune.channel.layers`` as module names: ``conv`` is every Conv2d; a name that is not one is an error."""
+    convs = conv_layers(model)
+    if layers == ALL_CONV:
+        return convs
+    if isinstance(layers, str) or not layers:
+        raise ConfigError(f"prune.channel.layers must be {ALL_CONV!r} or a non-empty list of conv layers; "
+                          f"conv layers: {', '.join(convs)}")
+    bad = [n for n in layers if n not in convs]
+    if bad:
+        raise ConfigError(f"prune.channel.layers names {bad[0]!r}, which is not a Conv2d of the network; "
+                          f"conv layers: {', '.join(convs)}")
+    return list(layers)
+
+
+def _slices(dep, idxs, root_idxs, names: Mapping[nn.Module, str]) -> list[Slice]:
+    """The parameter slices of one dependency of a group; layers without parameters (ReLU, pooling) give none."""
+    import torch_pruning as tp
+
+    layer, fn = dep.layer, dep.pruning_fn
+    if not isinstance(layer, nn.Module) or not any(True for _ in layer.parameters(recurse=False)):
+        return []
+    index, channel = torch.tensor(list(idxs), dtype=torch.long), torch.tensor(list(root_idxs), dtype=torch.long)
+    name = names[layer]
+    if isinstance(layer, (nn.BatchNorm2d, nn.LayerNorm)):
+        return []  # never pruned (DESIGN): a pruned channel's BN output is read by nobody; compaction drops it
+    grouped = isinstance(layer, nn.Conv2d) and layer.groups != 1
+    if fn in (tp.prune_conv_out_channels, tp.prune_linear_out_channels) and not grouped:
+        out = [Slice(f"{name}.weight", 0, index, channel)]
+        return out + ([Slice(f"{name}.bias", 0, index, channel)] if layer.bias is not None else [])
+    if fn in (tp.prune_conv_in_channels, tp.prune_linear_in_channels) and not grouped:
+        return [Slice(f"{name}.weight", 1, index, channel)]
+    raise ConfigError(f"channel tickets cannot yet mask {name} ({type(layer).__name__}, "
+                      f"{getattr(fn, '__name__', fn)}) tied to a pruned channel; leave its root layer out of "
+                      "prune.channel.layers")
+
+
+def units(model: nn.Module, layers: str | Sequence[str], image_size: int) -> list[Unit]:
+    """One unit per conv layer in ``layers``: its channels and every parameter slice the graph ties to them."""
+    import torch_pruning as tp
+
+    names = resolve_layers(model, layers)
+    graph = _graph(model, image_size)
+    modules, module_names = dict(model.named_modules()), {m: n for n, m in model.named_modules()}
+    out = []
+    for name in names:
+        conv = modules[name]
+        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+        slices = tuple(s for item in group for s in _slices(item.dep, item.idxs, item.root_idxs, module_names))
+        out.append(Unit(name, conv.out_channels, slices))
+    return out
+
+
+def full_channel_mask(model: nn.Module, unit_list: Sequence[Unit]) -> Mask:
+    """All-ones mask over every parameter a unit touches: round 0 of a channel chain."""
+    params = dict(model.named_parameters())
+    return {s.param: torch.ones_like(params[s.param], dtype=torch.bool) for u in unit_list for s in u.slices}
+
+
+def alive(mask: Mapping[str, torch.Tensor], unit_list: Sequence[Unit]) -> dict[str, torch.Tensor]:
+    """{layer: bool per channel}: a channel lives while any entry of its filter does."""
+    return {u.layer: mask[f"{u.layer}.weight"].flatten(1).any(1) for u in unit_list}
+
+
+def channel_mask(keep: Mapping[str, torch.Tensor], unit_list: Sequence[Unit], like: Mask) -> Mask:
+    """The weight mask of the kept channels: ``like`` (the previous mask) with every slice of a dropped
+    channel cleared, so masks only ever shrink."""
+    out = {n: m.clone() for n, m in like.items()}
+    for u in unit_list:
+        dropped = ~keep[u.layer]
+        for s in u.slices:
+            where = s.index[dropped[s.channel]]
+            out[s.param].index_fill_(s.dim, where, False)
+    return out
+
+
+def compact(model: nn.Module, mask: Mapping[str, torch.Tensor], unit_list: Sequence[Unit],
+            image_size: int) -> nn.Module:
+    """A copy of ``model`` with the pruned channels physically removed by Torch-Pruning (not hand slicing):
+    its logits equal the masked network's."""
+    import torch_pruning as tp
+
+    small = copy.deepcopy(model)
+    graph = _graph(small, image_size)
+    modules = dict(small.named_modules())
+    for layer, live in alive(mask, unit_list).items():
+        dead = (~live).nonzero().flatten().tolist()
+        if dead:
+            graph.get_pruning_group(modules[layer], tp.prune_conv_out_channels, idxs=dead).prune()
+    return small
+
+
+def live_index(mask: Mapping[str, torch.Tensor], unit_list: Sequence[Unit]) -> dict[str, dict[int, torch.Tensor]]:
+    """{param: {dim: positions of the live channels along dim}}: where the compact network's tensors sit in
+    the full-shape ones."""
+    live = alive(mask, unit_list)
+    out: dict[str, dict[int, torch.Tensor]] = {}
+    for u in unit_list:
+        for s in u.slices:
+            out.setdefault(s.param, {})[s.dim] = s.index[live[u.layer][s.channel]]
+    return out
+
+
+def _grid(index: Mapping[int, torch.Tensor], shape: torch.Size) -> tuple[torch.Tensor, ...]:
+    """Broadcasting indices that pick ``index`` along its dims and everything along the others."""
+    out = []
+    for d, n in enumerate(shape):
+        view = [1] * len(shape)
+        view[d] = -1
+        out.append(index.get(d, torch.arange(n)).view(view))
+    return tuple(out)
+
+
+def expand(small: Mapping[str, torch.Tensor], index: Mapping[str, Mapping[int, torch.Tensor]],
+           like: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A compact network's state in full shape (``like``'s), zero where channels were removed: the artifact
+    contract's weights.pt of a channel ticket trained physically small."""
+    out = {}
+    for name, full in like.items():
+        t = small[name].detach().cpu()
+        if name not in index:
+            if t.shape != full.shape:
+                raise ValueError(f"{name}: compact shape {tuple(t.shape)} but no channel index for full {tuple(full.shape)}")
+            out[name] = t.clone()
+            continue
+        grown = torch.zeros_like(full)
+        grown[_grid(index[name], full.shape)] = t
+        out[name] = grown
+    return out
+
+
+def macs_and_params(model: nn.Module, image_size: int) -> tuple[int, int]:
+    """Multiply-accumulates of one image and parameter count, by Torch-Pruning's counter."""
+    import torch_pruning as tp
+
+    was_training = model.training
+    model.eval()
+    try:
+        macs, n = tp.utils.count_ops_and_params(model, example_input(model, image_size))
+    finally:
+        model.train(was_training)
+    return int(macs), int(n)
+
+
+# --- criteria: {layer: score per channel of the compact network}, higher meaning "keep" ---
+ChannelCriterion = Callable[..., dict[str, torch.Tensor]]
+CHANNEL_CRITERIA: dict[str, ChannelCriterion] = {}
+
+
+def register(name: str) -> Callable[[ChannelCriterion], ChannelCriterion]:
+    def deco(fn: ChannelCriterion) -> ChannelCriterion:
+        CHANNEL_CRITERIA[name] = fn
+        return fn
+    return deco
+
+
+def _importance(importance, small: nn.Module, layers: Sequence[str], image_size: int) -> dict[str, torch.Tensor]:
+    import torch_pruning as tp
+
+    graph = _graph(small, image_size)
+    modules = dict(small.named_modules())
+    out = {}
+    for name in layers:
+        conv = modules[name]
+        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
+        out[name] = importance(group).detach().to(torch.float64)
+    return out
+
+
+def _magnitude(p: int, reduction: str) -> ChannelCriterion:
+    """Torch-Pruning's GroupMagnitudeImportance; in the global scope each layer's scores are divided by
+    their mean (its ``normalizer='mean'``), so that layers of different widths compare."""
+    def score(small: nn.Module, layers: Sequence[str], image_size: int, scope: str, **_) -> dict[str, torch.Tensor]:
+        import torch_pruning as tp
+
+        imp = tp.importance.GroupMagnitudeImportance(p=p, group_reduction=reduction,
+                                                     normalizer="mean" if scope == "global" else None)
+        return _importance(imp, small, layers, image_size)
+    return score
+
+
+# Li et al. 2017: the L1 norm of the trained filter (the group's first member, the conv itself)
+register("l1")(_magnitude(1, "first"))
+# Torch-Pruning's default: the squared L2 norm over the group (filter and every slice reading it), averaged
+register("l2_group")(_magnitude(2, "mean"))
+
+
+@register("refill")
+def refill(small: nn.Module, layers: Sequence[str], rate: float, scope: str, **_) -> dict[str, torch.Tensor]:
+    """Chen et al. 2022 (IMP-Refill): prune the filters' weights unstructured by magnitude at the round's
+    rate, then keep whole the channels with the most survivors (the share of the filter, so that layers of
+    different filter sizes compare in the global scope; ties go to the larger L1 norm)."""
+    modules = dict(small.named_modules())
+    weights = {n: modules[n].weight.detach() for n in layers}
+    survivors = keep_top({n: w.abs() for n, w in weights.items()},
+                         {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}, 1.0 - rate, scope)
+    out = {}
+    for n, w in weights.items():
+        share = survivors[n].flatten(1).double().mean(1)
+        l1 = w.abs().flatten(1).double().sum(1)
+        # A share step is at least 1 / filter size (>= 1 / 3456 in AlexNet): 1e-5 only breaks ties.
+        out[n] = share + 1e-5 * l1 / l1.max().clamp_min(1e-30)
+    return out
+
+
+def get_channel_criterion(name: str) -> ChannelCriterion:
+    try:
+        return CHANNEL_CRITERIA[name]
+    except KeyError:
+        raise ConfigError(f"unknown prune.channel.criterion {name!r}; allowed: "
+                          f"{', '.join(sorted(CHANNEL_CRITERIA))}") from None
+
+
+def prune_channels(model: nn.Module, mask: Mask, unit_list: Sequence[Unit], rate: float, scope: str,
+                   criterion: str, image_size: int) -> Mask:
+    """Prune ``rate`` of the live channels of ``model`` (the trained round, masked) by ``criterion``; every
+    layer keeps at least one channel. Returns the next round's weight mask."""
+    if not 0.0 < rate < 1.0:
+        raise ConfigError(f"prune.channel.rate must be in (0, 1), got {rate}")
+    fn = get_channel_criterion(criterion)
+    live = alive(mask, unit_list)
+    small = compact(model, mask, unit_list, image_size)
+    scores = fn(small, [u.layer for u in unit_list], image_size=image_size, rate=rate, scope=scope)
+    full = {}
+    for layer, s in scores.items():  # compact channel j is the j-th live channel of the full layer
+        f = torch.full((live[layer].numel(),), -math.inf, dtype=torch.float64)
+        f[live[layer]] = s
+        full[layer] = f
+    return channel_mask(keep_top(full, live, 1.0 - rate, scope), unit_list, mask)

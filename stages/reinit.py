@@ -1,0 +1,5 @@
+"""DVC stage `reinit`: the random-reinit control of a channel ticket. See classprune.reinit."""
+from classprune.cli import run_stage
+
+if __name__ == "__main__":
+    run_stage("reinit")
