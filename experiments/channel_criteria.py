@@ -132,7 +132,7 @@ def choose(df: pd.DataFrame) -> pd.DataFrame:
     g = df.groupby("candidate")
     out = pd.DataFrame({"cells": g.size(), "dead": g["score_constant"].sum().astype(int),
                         "constant": g["constant"].sum().astype(int), "val_auc": g["val_auc"].mean()})
-    out["failed"] = out["dead"] + out["constant"]
+    out["failed"] = out["dead"] + out["constant"]  # a dead model counts twice: it is constant too
     return out.sort_values(["failed", "val_auc"], ascending=[True, False])
 
 
@@ -142,21 +142,26 @@ def table(df: pd.DataFrame) -> str:
         auc=("val_auc", "mean"), auc_min=("val_auc", "min"), dead=("score_constant", "sum"),
         const=("constant", "sum"), remaining=("remaining", "mean"), macs=("macs", "mean")).reset_index()
     lines = ["Val split only, 5 seeds. Cell: mean val AUC over seeds (lowest seed), D = dead models (one score "
-             "for every image), C = constant predictors at argmax. Columns: mean share of the channel mask's "
-             "weights remaining / MACs of the compact network, as a share of the dense network's.", ""]
+             "for every image), C = constant predictors at argmax (a dead model is constant too).", ""]
     dense_macs = float(agg.loc[agg["round"] == 1, "macs"].mean())
-    heads = [agg[agg["round"] == k] for k in rounds]
-    lines += ["| criterion | scenario | " + " | ".join(
-        f"{100 * h['remaining'].mean():.3g} % / {100 * h['macs'].mean() / dense_macs:.3g} %" for h in heads) + " |",
-        "|---|---|" + "---:|" * len(rounds)]
+    head = "| criterion | scenario | " + " | ".join(f"round {k}" for k in rounds) + " |"
+    rule = "|---|---|" + "---:|" * len(rounds)
+    lines += [head, rule]
     for (cand, sc), g in agg.groupby(["candidate", "scenario"], sort=False):
         cells = {r.round: f"{r.auc:.3f} ({r.auc_min:.3f}) {int(r.dead)}D {int(r.const)}C" for r in g.itertuples()}
         lines.append(f"| {cand} | {sc} | " + " | ".join(cells.get(k, "") for k in rounds) + " |")
+    lines += ["", "Mean share of the channel mask's weights remaining / MACs of the compact network (share of the "
+              "dense network's), over both scenarios and the seeds:", "", head.replace("| scenario ", ""),
+              rule.replace("|---|---|", "|---|")]
+    for cand, g in agg.groupby("candidate", sort=False):
+        by = g.groupby("round")[["remaining", "macs"]].mean()
+        lines.append(f"| {cand} | " + " | ".join(f"{100 * by.loc[k, 'remaining']:.3g} % / "
+                                                 f"{100 * by.loc[k, 'macs'] / dense_macs:.3g} %" for k in rounds) + " |")
     ranked = choose(df)
     lines += ["", "The rule, fixed before looking: fewest dead + constant models over both scenarios, 5 seeds and "
               "every level, then the highest mean val AUC:", "",
               "| criterion | dead | constant | mean val AUC |", "|---|---:|---:|---:|"]
-    lines += [f"| {c} | {r.dead} | {r.constant} | {r.val_auc:.4f} |" for c, r in ranked.iterrows()]
+    lines += [f"| {c} | {int(r.dead)} | {int(r.constant)} | {r.val_auc:.4f} |" for c, r in ranked.iterrows()]
     lines += ["", f"Chosen: {ranked.index[0]}."]
     return "\n".join(lines) + "\n"
 
