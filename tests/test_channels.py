@@ -308,3 +308,19 @@ def test_training_the_compact_network_is_training_the_masked_one(tiny_loader):
     for name, t in model.state_dict().items():
         assert torch.allclose(grown[name], t, rtol=0, atol=1e-10), name
     assert not torch.equal(grown["features.3.weight"], like["features.3.weight"]), "training changed nothing"
+
+
+def test_the_criterion_rule_counts_failed_models_first_then_val_auc():
+    """experiments/channel_criteria.py's rule as fixed before looking: fewest dead + constant, then AUC."""
+    import importlib.util
+
+    import pandas as pd
+
+    spec = importlib.util.spec_from_file_location("channel_criteria", ROOT / "experiments" / "channel_criteria.py")
+    cc = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(cc)
+    rows = [("a", 0.99, True, True), ("a", 0.99, False, False),      # best AUC, one dead model
+            ("b", 0.90, False, False), ("b", 0.90, False, False),    # alive, lower AUC
+            ("c", 0.95, False, False), ("c", 0.95, False, False)]    # alive, higher AUC: chosen
+    df = pd.DataFrame(rows, columns=["candidate", "val_auc", "score_constant", "constant"])
+    assert list(cc.choose(df).index) == ["c", "b", "a"]
