@@ -7,7 +7,8 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
-GPU_STAGES = ("lt", "evaluate", "baseline", "pretrain")  # stage kinds that compute on train.device
+# stage kinds that compute on train.device (the channel tickets' too)
+GPU_STAGES = ("lt", "evaluate", "baseline", "pretrain", "lt_ch", "eval_ch", "reinit")
 
 
 def stage_gpu(repo_dir: str) -> str | None:
