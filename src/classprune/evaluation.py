@@ -9,7 +9,7 @@ import torch
 from . import io
 from .config import Params
 from .device import log_device, set_threads, stage_device
-from .lottery import build, train_loader
+from .lottery import build, channel_units, train_loader
 from .paths import metrics_path, round_paths, scores_path
 
 
@@ -45,13 +45,12 @@ def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: 
     return out
 
 
-def compact_size(params: Params, model: torch.nn.Module, mask: dict) -> dict:
+def compact_size(params: Params, model: torch.nn.Module, mask: dict, units) -> dict:
     """MACs of one image and parameters of a channel ticket as it runs, its pruned channels removed
     (Torch-Pruning's counter, not a hand count)."""
     from .channels import compact, macs_and_params
-    from .lottery import channel_units
 
-    small = compact(model, mask, channel_units(params, model), params.data.image_size)
+    small = compact(model, mask, units, params.data.image_size)
     macs, n = macs_and_params(small, params.data.image_size)
     return {"macs": macs, "params": n}
 
@@ -85,10 +84,12 @@ def evaluate_chain(params: Params, scenario: str, seed: int, granularity: str = 
     states = [(k, io.load_torch(cur.weights), load_mask(cur.mask)) for k, cur in paths.items()]
     w0 = io.load_torch(round_paths(params, scenario, seed, 0, granularity).weights)
     log_device(device, label)
-    rounds = []
+    rounds, units = [], None
     for k, state, mask in states:
         model = build(params, seed, state, device)
-        extra = {} if granularity == "weight" else {"granularity": granularity, **compact_size(params, model, mask)}
+        if granularity != "weight":  # one architecture for every round: its channel units traced once
+            units = units or channel_units(params, model)
+        extra = {} if units is None else {"granularity": granularity, **compact_size(params, model, mask, units)}
         rounds.append({"round": k, **evaluate_model(params, model, mask, w0), **extra})
     kind = "scenario" if granularity == "weight" else granularity
     write_result({"method": method, "kind": kind, "seed": seed, "rounds": rounds})

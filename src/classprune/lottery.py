@@ -165,7 +165,7 @@ def train_round(params: Params, scenario: str, seed: int, k: int, granularity: s
             snapshot.update(grow({n: v.detach().cpu().clone() for n, v in m.state_dict().items()}))
 
     with io.atomic_path(out.train_log, is_dir=True) as log_dir, TrainLog(log_dir) as log:
-        losses = train_masked(model, mask if grow is _same else {}, loader, loss, t.iterations, **sgd(t), desc=label,
+        losses = train_masked(model, mask if granularity == "weight" else {}, loader, loss, t.iterations, **sgd(t), desc=label,
                               on_step=keep_rewind_point if late else None, log=log)
     io.save_torch(out.rewound, snapshot if late else start)
     save_mask(mask, out.mask)
