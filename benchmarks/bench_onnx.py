@@ -6,7 +6,11 @@ all files of one scenario interleaved (ABBA) and reported as medians and as rati
 ``model.onnx`` of the same scenario. Writes reports/export_latency.csv. Without an export (a fresh clone),
 it measures a stand-in: AlexNet-256-8-8-2 pruned to 1.56 % by global magnitude, written by the same code.
 
-    python benchmarks/bench_onnx.py [--reps 40] [--export models/export]
+Channel tickets (bench_channels.py, run from here): the compact fp32 and int8 file of every channel level
+and of every channel export against the dense fp32 file, at 1 thread and all cores: reports/channel_latency.csv
+and the latency frontier reports/frontier_latency.png.
+
+    python benchmarks/bench_onnx.py [--reps 40] [--export models/export] [--no-channels]
 """
 from __future__ import annotations
 
@@ -84,7 +88,8 @@ def measure(d: Path, reps: int) -> list[dict]:
              **{f"{t}_vs_dense": times[t][f] / times[t][dense] for t in times}, "reps": reps} for f in files]
 
 
-def run(reps: int = 40, export: Path = ROOT / "models" / "export", out: Path | None = OUT) -> dict:
+def run(reps: int = 40, export: Path = ROOT / "models" / "export", out: Path | None = OUT,
+        channels: bool = True) -> dict:
     started = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
         targets = _exports(export) or _stand_in(Path(tmp))
@@ -108,15 +113,24 @@ def run(reps: int = 40, export: Path = ROOT / "models" / "export", out: Path | N
                             ours=r["batch32_ms"], reference=r["batch32_ms"] / r["batch32_vs_dense"], unit="ms",
                             ratio=1 / r["batch32_vs_dense"], ratio_name="faster", target="measured", met=True,
                             note=f"load {r['load_vs_dense']:.2f}x of dense"))
-    return {"name": "onnx", "rows": rows, "notes": notes, "details": {"files": table}}
+    details = {"files": table}
+    if channels:
+        import bench_channels
+
+        ch = bench_channels.run(reps, out=None if out is None else bench_channels.OUT)
+        rows += ch["rows"]
+        notes += ch["notes"]
+        details["channel_levels"] = ch["details"]
+    return {"name": "onnx", "rows": rows, "notes": notes, "details": details}
 
 
 def main(argv=None) -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--reps", type=int, default=40)
     p.add_argument("--export", type=Path, default=ROOT / "models" / "export")
+    p.add_argument("--no-channels", action="store_true", help="leave out the channel levels and exports")
     a = p.parse_args(argv)
-    print_result(run(a.reps, a.export))
+    print_result(run(a.reps, a.export, channels=not a.no_channels))
 
 
 if __name__ == "__main__":

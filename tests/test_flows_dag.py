@@ -28,9 +28,9 @@ def test_dag_is_dvc_order_with_upstream_edges(project):
     assert "pipelines/seed_0/dvc.yaml:lt@red-0-level1" in {s.name for s in stages}   # DVC's addressing
     stages = [_short(s) for s in stages]
     names = [s.name for s in stages]
-    # export follows the report through reports/selection.json once report writes it
+    # export (and export_ch, the channel tickets') follows the report through reports/selection*.json
     assert set(names[:4]) == {"prepare", "split", "cache", "pretrain"}
-    assert [n for n in names if n != "export"][-1] == "report"
+    assert [n for n in names if n.split("@")[0] not in ("export", "export_ch")][-1] == "report"
     pos = {n: i for i, n in enumerate(names)}
     assert all(pos[u] < pos[s.name] for s in stages for u in s.upstream)
     by = {s.name: s for s in stages}
@@ -44,6 +44,7 @@ def test_dag_is_dvc_order_with_upstream_edges(project):
                                                    "lt@red-0-level2"}
     assert {"evaluate@red-0", "evaluate@black-0"} <= set(by["report"].upstream)
     assert {"cache", "report"} <= set(by["export"].upstream)
+    assert {"cache", "report"} <= set(by["export_ch@black"].upstream)   # the tiny profile's channel ticket
 
 
 def _short(s):

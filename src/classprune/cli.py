@@ -1,9 +1,7 @@
 """Command line: ``classprune COMMAND``: the whole pipeline (``run``), one step, or a profile.
 
-One CLI: the DVC stage scripts call :func:`run_stage` with their step, and ``classprune run`` starts the
-Prefect fan-out flow over the DVC pipeline. New commands register in ``COMMANDS`` (name -> one-line help,
-handler). User errors print one line (``error: ...``) and exit with status 2; nothing half-written is
-left behind because every step writes atomically.
+Stage scripts call :func:`run_stage`; ``classprune run`` starts the Prefect fan-out flow over the DVC pipeline;
+commands register in ``COMMANDS``. User errors print one line (``error: ...``), exit 2; steps write atomically.
 """
 from __future__ import annotations
 
@@ -35,6 +33,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "report": ("means, CIs, paired differences, FN budget, figures", "report:report"),
     "baseline": ("a comparison method (SNIP, L-OBS, MobileNet), 1 seed", "baselines.common:run_baseline"),
     "export": ("the chosen models as sparse + ONNX files for a device", "export:export_selection"),
+    "export_ch": ("a channel ticket compacted (Torch-Pruning) as ONNX fp32 + int8", "compaction:export_channel"),
 }
 
 
@@ -142,12 +141,14 @@ def _exit(status: int) -> None:
 
 
 def run_predict(argv: Sequence[str] | None = None) -> int:
-    """``classprune predict``: score images with an exported model; one line per image."""
-    from .predict import PRECISIONS
+    """``classprune predict``: score images with an export (models/export[_channel]/NAME), one line each."""
+    from .predict import PRECISIONS, predict, read_deploy, resolve_model, split_images
 
-    p = argparse.ArgumentParser(prog="classprune predict",
-                                description="Score images with an exported model (models/export/<scenario>).")
-    p.add_argument("--model", required=True, help="export dir holding deploy.json and the model files")
+    p = argparse.ArgumentParser(prog="classprune predict", description=run_predict.__doc__.split(": ", 1)[1])
+    where = p.add_mutually_exclusive_group(required=True)
+    where.add_argument("--model", help="export dir holding deploy.json and the model files")
+    where.add_argument("--scenario", help="the export of this scenario, of --granularity (default weight)")
+    p.add_argument("--granularity", help="weight or channel (compact: fp32, int8 only); --model's must match")
     src = p.add_mutually_exclusive_group(required=True)
     src.add_argument("--images", help="a folder of images (or one image file)")
     src.add_argument("--split", help="the images of one split of --manifest (train, val, test)")
@@ -157,18 +158,16 @@ def run_predict(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--runtime", choices=("onnx", "torch"), default="onnx",
                    help="onnx: the ONNX file in onnxruntime (the device's path); torch: sparse_fp32.pt in PyTorch")
     a = p.parse_args(argv)
-    from .predict import predict, read_deploy, split_images
-
     try:
-        info = read_deploy(a.model)
+        info = read_deploy(model := resolve_model(a.model, a.scenario, a.granularity))
         images = split_images(a.split, a.manifest) if a.split else a.images
-        results = predict(a.model, images, precision=a.precision, sparse=a.sparse, runtime=a.runtime)
+        results = predict(model, images, precision=a.precision, sparse=a.sparse, runtime=a.runtime,
+                          granularity=a.granularity)
     except (ClassPruneError, ValueError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    positive = info.get("positive_class", "positive")
     for path, score, hit in results:
-        print(f"{path}\t{score:.6f}\t{positive if hit else 'negative'}")
+        print(f"{path}\t{score:.6f}\t{info.get('positive_class', 'positive') if hit else 'negative'}")
     return 0
 
 
@@ -264,19 +263,22 @@ def run_profile(argv: Sequence[str]) -> int:
 
 # name -> (one-line help, handler(argv) -> exit status). Add commands here (e.g. predict).
 COMMANDS: dict[str, tuple[str, Callable[[Sequence[str]], int]]] = {
-    "run": ("the whole pipeline (Prefect flow over the DVC DAG)",
-            run_pipeline),
-    "profile": ("show/apply a profile (--exp: dvc exp run, --write)",
-                run_profile),
-    "seeds": ("make pipelines/seed_<s>/dvc.yaml (one per seed) follow run.seeds", run_seeds),
-    "predict": ("score images with an exported model (models/export/<scenario>)", run_predict),
+    "run": ("the whole pipeline (Prefect flow over the DVC DAG)", run_pipeline),
+    "profile": ("show/apply a profile (--exp: dvc exp run, --write)", run_profile),
+    "seeds": ("make pipelines/seed_<s>/ (one per seed) follow run.seeds", run_seeds),
+    "predict": ("score images with an export: models/export[_channel]/<name>", run_predict),
     **{step: (help_, lambda argv, step=step: _pin_isa(argv) or run_step(step, argv)) for step, (help_, _) in STEPS.items()},
 }
 
 
 def _main_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="classprune", description="Class-dependent lottery-ticket pruning as a "
-                                "DVC pipeline run by Prefect. `classprune COMMAND --help` shows a command's options.")
+    class Help(argparse.HelpFormatter):  # commands sit 4 columns in; 3.11's argparse sizes their column for 2
+        def __init__(self, prog: str) -> None:
+            super().__init__(prog)
+            self._action_max_length = 4 + max(map(len, COMMANDS))
+
+    p = argparse.ArgumentParser(prog="classprune", formatter_class=Help, description="Class-dependent lottery-ticket "
+                                "pruning as a DVC pipeline run by Prefect. `classprune COMMAND --help` shows a command's options.")
     sub = p.add_subparsers(dest="command", metavar="COMMAND", title="commands")
     for name, (help_, _) in COMMANDS.items():
         sub.add_parser(name, help=help_, add_help=False)   # each command parses its own options

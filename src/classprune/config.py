@@ -151,6 +151,8 @@ class Export(_Strict):  # the edge files: which precisions, how int8 is calibrat
     precisions: list[Literal["fp32", "fp16", "int8"]] = ["fp32", "fp16", "int8"]
     calibration_per_class: int = Field(64, ge=1)  # train images per class for int8 calibration
     seed: int = 0
+    # 7-bit int8 weights, so that a file scores the same on CPUs with and without VNNI (experiments/int8_cpu.py)
+    int8_reduce_range: bool = False
 
     @field_validator("precisions")
     @classmethod

@@ -1,22 +1,11 @@
 """The deployable model: a pruned round exported for an edge device, with its size measured.
 
-``models/export/<scenario>/`` holds
-
-* ``sparse_fp32.pt`` / ``sparse_fp16.pt``: only the surviving weights. Per tensor: ``values`` (the
-  surviving entries in C order, fp32 or fp16) and their positions, either a packed bitmask
-  (``numpy.packbits`` of the flattened mask, 1 bit per weight) or ``indices`` (int32 flat positions,
-  32 bits per survivor), whichever is smaller for that tensor: the bitmask above 1/32 = 3.125 % remaining,
-  the indices below. Plus the shape. Loadable with ``torch.load(..., weights_only=True)``; see
-  :func:`load_sparse`.
-* ``model.onnx``: the network in eval mode for standard runtimes, fixed input ``image`` N x 3 x S x S
-  (normalised, RGB), two outputs: ``logits`` (N x 2) and ``score`` = softmax(logits)[:, 1] (N), the
-  positive-class probability the threshold applies to; dense fp32. The export stage adds
-  ``model_sparse.onnx``, ``model_fp16.onnx`` and ``model_int8.onnx`` (:mod:`classprune.onnx_files`), each
-  evaluated as shipped (:mod:`classprune.shipped`); a file that fails its val check is not shipped.
-* ``deploy.json``: preprocessing, threshold and provenance (also in the ONNX ``metadata_props``); from the
-  stage also each ONNX file's own threshold, val/test metrics and the test FNR bound.
-
-Every scenario's dir and the whole ``models/export`` are written atomically.
+``models/export/<scenario>/``: ``sparse_fp32.pt`` / ``sparse_fp16.pt`` (only the surviving weights: values,
+shape, positions as a packed bitmask or int32 indices, whichever is smaller; :func:`load_sparse`);
+``model.onnx`` (eval mode, input ``image`` N x 3 x S x S normalised RGB, outputs ``logits`` and ``score`` =
+softmax(logits)[:, 1], dense fp32) and the stage's fp16/int8/sparse-stored ONNX files
+(:mod:`classprune.onnx_files`), each evaluated as shipped (:mod:`classprune.shipped`); ``deploy.json``:
+preprocessing, thresholds, provenance, val/test metrics, the test FNR bound. Written atomically.
 """
 from __future__ import annotations
 
@@ -45,7 +34,6 @@ EXPORT_CSV = Path("reports/export.csv")
 EXPORT_MD = Path("reports/export.md")
 EXPORT_JSON = Path("reports/export.json")
 CACHE_DIR = Path("data/cache")
-CACHE_META = CACHE_DIR / "meta.json"
 SPARSE = {"fp32": ("sparse_fp32.pt", torch.float32), "fp16": ("sparse_fp16.pt", torch.float16)}
 ONNX_FILE = FILES["fp32"]
 DEPLOY_FILE = "deploy.json"
@@ -54,9 +42,8 @@ SIZE_COLUMNS = ("scenario", "seed", "round", "remaining", "nonzero", "dense_byte
                 "onnx_bytes", "onnx_gz_bytes", "fp16_over_dense")
 
 
-# --- export ---------------------------------------------------------------------------------------------
-
-def _positive_class(params) -> str:
+def positive_class_of(params) -> str:
+    """The positive class's name as deploy.json states it."""
     return "malignant" if params.data.source == "isic" else params.data.positive_class
 
 
@@ -77,14 +64,19 @@ def deploy_info(meta: Mapping[str, Any], threshold: float, positive_class: str, 
     }
 
 
+def check_threshold(scenario: str, threshold: float) -> float:
+    """The selection's threshold as a probability: it applies to softmax(logits)[:, 1]."""
+    if not 0.0 <= (threshold := float(threshold)) <= 1.0 or math.isnan(threshold):
+        raise ConfigError(f"{scenario}: threshold {threshold} is not a probability in [0, 1] "
+                          "(it applies to softmax(logits)[:, 1])")
+    return threshold
+
+
 def _write_export(out: Path, weights: str | Path, mask_path: str | Path, meta: Mapping[str, Any],
                   threshold: float, positive_class: str, *, scenario: str, seed: int, k: int) -> dict[str, Any]:
     from .masks import load_mask
 
-    threshold = float(threshold)
-    if not 0.0 <= threshold <= 1.0 or math.isnan(threshold):
-        raise ConfigError(f"{scenario}: threshold {threshold} is not a probability in [0, 1] "
-                          "(it applies to softmax(logits)[:, 1])")
+    threshold = check_threshold(scenario, threshold)
     state, mask = io.load_torch(weights), load_mask(mask_path)
     if not isinstance(state, dict) or not set(mask) <= set(state):
         raise CheckpointError(f"{weights} does not hold the tensors named in {mask_path}")
@@ -133,7 +125,14 @@ def read_selection(path: str | Path = SELECTION) -> dict[str, dict | None]:
     return sel
 
 
-def _gz_size(path: Path) -> int:
+def cache_meta(cache_dir: Path) -> dict[str, Any]:
+    """The decoded cache's image size, mean and std: the preprocessing a device must repeat."""
+    if not (cache_dir / "meta.json").is_file():
+        raise DataError(f"{cache_dir / 'meta.json'} not found; run the cache stage first (dvc repro cache)")
+    return io.read_json(cache_dir / "meta.json")
+
+
+def gz_size(path: Path) -> int:
     return len(gzip.compress(path.read_bytes(), compresslevel=6, mtime=0))
 
 
@@ -144,11 +143,11 @@ def measure_sizes(dense: Path, export_dir: Path) -> dict[str, int]:
     out = {}
     for key, p in files.items():  # an ONNX file that was not shipped has no size
         out[f"{key}_bytes"] = p.stat().st_size if p.is_file() else None
-        out[f"{key}_gz_bytes"] = _gz_size(p) if p.is_file() else None
+        out[f"{key}_gz_bytes"] = gz_size(p) if p.is_file() else None
     return out
 
 
-def _calibration(params, cache_dir: Path) -> list:
+def calibration(params, cache_dir: Path) -> list:
     """Train images of both classes, ``export.calibration_per_class`` each (seeded), in batches of 32."""
     from .data.cache import CachedDataset, load_split
 
@@ -165,7 +164,8 @@ def _calibration(params, cache_dir: Path) -> list:
     return [x[i:i + 32] for i in range(0, len(x), 32)]
 
 
-def _set_metadata(path: Path, updates: Mapping[str, Any]) -> None:
+def set_metadata(path: Path, updates: Mapping[str, Any]) -> None:
+    """Add or replace entries of an ONNX file's metadata_props (values as JSON)."""
     import onnx
 
     model = onnx.load(str(path))
@@ -176,28 +176,38 @@ def _set_metadata(path: Path, updates: Mapping[str, Any]) -> None:
 
 
 def ship_onnx(out: Path, info: dict[str, Any], params, cache_dir: Path, row: Mapping[str, Any]) -> list[dict]:
-    """Write the other ONNX files, evaluate every one as shipped, keep those that pass; update deploy.json."""
-    from . import onnx_files, shipped
+    """Write the other ONNX files, then :func:`ship_files`."""
+    from . import onnx_files
 
-    ev, src = params.evaluate, out / ONNX_FILE
+    src = out / ONNX_FILE
     fp32_nodes: dict[str, list[str]] = {"fp32": []}
     if "fp16" in params.export.precisions:
         onnx_files.to_fp16(src, out / FILES["fp16"])
         fp32_nodes["fp16"] = []
     if "int8" in params.export.precisions:
-        fp32_nodes["int8"] = onnx_files.quantize_int8(src, out / FILES["int8"], _calibration(params, cache_dir))
+        fp32_nodes["int8"] = onnx_files.quantize_int8(src, out / FILES["int8"], calibration(params, cache_dir),
+                                                      reduce_range=params.export.int8_reduce_range)
     for p in list(fp32_nodes):
         onnx_files.to_sparse_initializers(out / FILES[p], out / FILES[f"{p}_sparse"])
         fp32_nodes[f"{p}_sparse"] = fp32_nodes[p]
+    return ship_files(out, info, params, cache_dir, row, fp32_nodes)
+
+
+def ship_files(out: Path, info: dict[str, Any], params, cache_dir: Path, row: Mapping[str, Any],
+               fp32_nodes: dict[str, list[str]]) -> list[dict]:
+    """Evaluate each ONNX file of ``fp32_nodes`` as shipped, keep those that pass, write deploy.json; rows."""
+    from . import shipped
+
+    ev = params.evaluate
     results = {p: shipped.assess(out / FILES[p], cache_dir, ev) for p in fp32_nodes}
     entries, rows = {}, []
     for p, res in results.items():
         why = shipped.why_not(res, None if p == "fp32" else results["fp32"], ev, params.report.fn_margin)
         path = out / FILES[p]
         if not why:
-            _set_metadata(path, {"threshold": res["threshold"], "precision": p})
+            set_metadata(path, {"threshold": res["threshold"], "precision": p})
         rows.append({**row, "precision": p, "file": FILES[p], "shipped": not why, "why": why,
-                     "fp32_nodes": " ".join(fp32_nodes[p]), "bytes": path.stat().st_size, "gz_bytes": _gz_size(path),
+                     "fp32_nodes": " ".join(fp32_nodes[p]), "bytes": path.stat().st_size, "gz_bytes": gz_size(path),
                      "threshold": res["threshold"],
                      **{f"{s}_{k}": res[s][k] for s in shipped.SPLITS for k in
                         ("auc", "fnr", "fpr", "fn", "n_positive", "fp", "n", "fnr_upper")},
@@ -225,12 +235,8 @@ def export_selection(params, selection: str | Path = SELECTION, cache_dir: str |
     evaluated as shipped, then the size table and the export table."""
     from . import shipped
 
-    sel = read_selection(selection)
-    cache_dir = Path(cache_dir)
-    if not (cache_dir / "meta.json").is_file():
-        raise DataError(f"{cache_dir / 'meta.json'} not found; run the cache stage first (dvc repro cache)")
-    meta = io.read_json(cache_dir / "meta.json")
-    out_dir = Path(out_dir)
+    sel, cache_dir, out_dir = read_selection(selection), Path(cache_dir), Path(out_dir)
+    meta = cache_meta(cache_dir)
     rows, onnx_rows, skipped, exported = [], [], [], {}
     with io.atomic_path(out_dir, is_dir=True) as tmp:
         tmp.mkdir(parents=True, exist_ok=True)
@@ -240,7 +246,7 @@ def export_selection(params, selection: str | Path = SELECTION, cache_dir: str |
                 print(f"export: {name}: no level met the FN budget, nothing exported")
                 continue
             info = _write_export(tmp / name, entry["weights"], entry["mask"], meta, entry["threshold"],
-                                 _positive_class(params), scenario=name, seed=entry["seed"], k=entry["round"])
+                                 positive_class_of(params), scenario=name, seed=entry["seed"], k=entry["round"])
             row = {"scenario": name, "seed": info["seed"], "round": info["round"],
                    "remaining": info["remaining"], "nonzero": info["nonzero"]}
             onnx_rows += ship_onnx(tmp / name, info, params, cache_dir, row)

@@ -208,3 +208,65 @@ def _limits(ax, key, sub, majority_accuracy) -> None:
         _fit(ax, lo, hi, floor=-0.02, ceil=1.03)
     else:                                      # rates: 0 stays in view, the top fits the data
         _fit(ax, 0.0, hi, floor=-0.05, ceil=1.05, min_span=0.05)
+
+
+def plot_frontier(agg: pd.DataFrame, params: Params, path: Path, split: str = "test") -> None:
+    """Test AUC and FNR against the MACs a channel ticket costs (share of the dense network's, log x), each
+    ticket beside its random-reinit control, with 95 % CI bands over seeds; the dense weight tickets' round-1
+    value is a horizontal reference per scenario (unstructured zeros run at dense MACs)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+    from .paths import chain, reinit_method
+
+    sub = agg[agg["split"] == split]
+    series = [(s, m, ctrl) for s in params.run.channel_scenarios
+              for m, ctrl in ((chain(s, "channel"), False), (reinit_method(s), True))]
+    weight = sub[sub["kind"] == "scenario"]
+    drawn = sub[sub["method"].isin([m for _, m, _ in series]) & sub["macs_share"].notna()]
+    ticks: list[float] = []
+    for v in sorted(drawn["macs_share"] * 100, reverse=True):   # the tickets' levels, none crowding the next
+        if not ticks or v < ticks[-1] / 1.15:
+            ticks.append(float(v))
+    fig, axes = plt.subplots(1, 2, figsize=(13, 5.2))
+    for ax, (key, name) in zip(axes, (("auc", "AUC-ROC"), ("fnr", "FNR (false-negative rate)"))):
+        for s, method, ctrl in series:
+            g = sub[(sub["method"] == method) & sub["macs_share"].notna()].sort_values("macs_share", ascending=False)
+            if g.empty:
+                continue
+            sc = params.scenarios.get(s)
+            color = sc.color if sc else None
+            x, y = g["macs_share"].to_numpy(dtype=float) * 100, g[key].to_numpy(dtype=float)
+            ci = g[f"{key}_ci95"].to_numpy(dtype=float)
+            ax.plot(x, y, linestyle="--" if ctrl else "-", marker="s" if ctrl else "o", color=color,
+                    markerfacecolor="white" if ctrl else color, linewidth=1.4 if ctrl else 2.2, zorder=4 if ctrl else 6,
+                    label=f"{method} (random reinit control)" if ctrl else f"{method}: channel ticket")
+            if (~pd.isna(ci)).any():
+                ax.fill_between(x, y - ci, y + ci, color=color, alpha=0.08 if ctrl else 0.15, linewidth=0)
+        for method, g in weight.groupby("method", sort=False):
+            dense = g.sort_values("remaining", ascending=False).iloc[0]
+            sc = params.scenarios.get(method)
+            ax.axhline(float(dense[key]), color=sc.color if sc else "0.35", linestyle=":", linewidth=1.2, alpha=0.8,
+                       zorder=2, label=f"{method}: dense weight ticket (round {int(dense['round'])})")
+        if key == "auc":
+            ax.axhline(0.5, color="0.35", linestyle="-.", linewidth=1.0, zorder=1, label="AUC 0.5: chance")
+        _limits(ax, key, pd.concat([drawn, weight[weight["round"] == weight["round"].min()]]), None)
+        ax.set_xscale("log")
+        ax.xaxis.set_major_locator(FixedLocator(ticks))
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: level_label(v)))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.invert_xaxis()                       # pruning goes to the right, as in the Fig. 4/5 figure
+        ax.set_xlabel("MACs of one image (% of the dense network, log scale)")
+        ax.set_title(f"{name}, {split} split")
+        ax.grid(True, alpha=0.3)
+    handles, labels = axes[0].get_legend_handles_labels()
+    fig.legend(handles, labels, loc="lower center", ncol=3, fontsize=9, frameon=False)
+    fig.suptitle(f"{params.profile} profile: channel tickets against their MACs; mean of seeds with 95 % CI",
+                 fontsize=11)
+    fig.tight_layout(rect=(0, 0.05 * math.ceil(len(labels) / 3) + 0.01, 1, 1))
+    with io.atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png", metadata={"Software": None})
+    plt.close(fig)

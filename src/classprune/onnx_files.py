@@ -127,11 +127,13 @@ def _try_session(path: Path, probe: np.ndarray) -> None:
 
 
 def quantize_int8(src: Path, dst: Path, calibration: list[np.ndarray],
-                  try_session: Callable[[Path, np.ndarray], None] = _try_session) -> list[str]:
+                  try_session: Callable[[Path, np.ndarray], None] = _try_session, reduce_range: bool = False) -> list[str]:
     """Static QDQ int8 of Conv/Gemm/MatMul; returns the nodes left in fp32.
 
     A node whose quantized form onnxruntime cannot load or run is excluded and quantization redone (one node
-    at a time, named in the error); then every weight zero of ``src`` must still be zero.
+    at a time, named in the error); then every weight zero of ``src`` must still be zero. ``reduce_range``:
+    7-bit weights, so that onnxruntime's AVX2 kernels without VNNI (whose u8 x s8 pair sums saturate at 16
+    bits) compute exactly what VNNI kernels do: the file scores the same on either CPU.
     """
     import onnx
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
@@ -151,7 +153,7 @@ def quantize_int8(src: Path, dst: Path, calibration: list[np.ndarray],
     try:
         while True:
             quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                            weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
+                            reduce_range=reduce_range, weight_type=QuantType.QInt8, activation_type=QuantType.QInt8,
                             op_types_to_quantize=list(QUANTIZED_OPS), nodes_to_exclude=excluded,
                             extra_options={"WeightSymmetric": True, "ActivationSymmetric": False})
             try:
@@ -185,3 +187,29 @@ def check_zeros(src: Path, quantized: Path) -> None:
         if np.any(w[a == 0] != 0):
             raise ExportError(f"int8 quantization of {name} turned {int(np.sum(w[a == 0] != 0))} pruned zeros "
                               "into non-zero weights")
+
+
+CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "amx_int8")
+
+
+def cpu_features() -> dict[str, Any]:
+    """The CPU that evaluated a file: int8 kernels differ by these flags, so a shipped int8 decision is only
+    as portable as the files' arithmetic (see ``reduce_range``)."""
+    import platform
+
+    info = {"machine": platform.machine(), "model": None, "flags": []}
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:  # not Linux: the model is all we know
+        return info | {"model": platform.processor() or None}
+    fields = dict(line.split(":", 1) for line in text.split("\n\n")[0].splitlines() if ":" in line)
+    fields = {k.strip(): v.strip() for k, v in fields.items()}
+    flags = set(fields.get("flags", "").split())
+    info.update(model=fields.get("model name"), flags=[f for f in CPU_FLAGS if f in flags])
+    info["vnni"] = bool({"avx512_vnni", "avx_vnni"} & flags)
+    return info
+
+
+def cpu_text(cpu: Mapping[str, Any]) -> str:
+    """One line for a table: the CPU's model and whether it has VNNI int8 kernels."""
+    return f"{cpu.get('model') or cpu.get('machine')} ({'VNNI' if cpu.get('vnni') else 'no VNNI'})"

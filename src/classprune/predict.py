@@ -2,7 +2,9 @@
 
 The default path is the device's: an ONNX file of the export in onnxruntime, at that file's own threshold
 (deploy.json ``onnx.<precision>``); ``runtime="torch"`` scores the sparse fp32 file in PyTorch instead, at
-the fp32 file's threshold.
+the fp32 file's threshold. A channel export (``deploy.json`` ``granularity: channel``, the compact network of
+:mod:`classprune.compaction`) has fp32 and int8 ONNX files only; a deploy.json without ``granularity`` is a
+weight export's.
 """
 from __future__ import annotations
 
@@ -14,11 +16,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from .compaction import EXPORT_CHANNEL_DIR, INDEX_FILE
+from .compaction import PRECISIONS as CHANNEL_PRECISIONS
 from .errors import CheckpointError, DataError
-from .export import DEPLOY_FILE, SPARSE
+from .export import DEPLOY_FILE, EXPORT_DIR, SPARSE
+from .paths import GRANULARITIES
 from .sparse import load_sparse
 
 PRECISIONS = ("fp32", "fp16", "int8")
+EXPORT_ROOTS = {"weight": EXPORT_DIR, "channel": EXPORT_CHANNEL_DIR}
 
 
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff", ".webp")
@@ -37,6 +43,51 @@ def read_deploy(model_dir: str | Path) -> dict[str, Any]:
     except (ValueError, KeyError, TypeError) as exc:
         raise CheckpointError(f"{path} is corrupt ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})") from None
     return info | {"image_size": size, "threshold": thr}
+
+
+def granularity_of(info: Mapping[str, Any]) -> str:
+    """What an export holds: ``weight`` (sparse + ONNX, the default of older exports) or ``channel``."""
+    return info.get("granularity", "weight")
+
+
+def check_granularity(granularity: str | None) -> None:
+    if granularity is not None and granularity not in GRANULARITIES:
+        raise DataError(f"unknown granularity {granularity!r}; choose {' or '.join(GRANULARITIES)}")
+
+
+def resolve_model(model: str | Path | None = None, scenario: str | None = None,
+                  granularity: str | None = None) -> Path:
+    """The export dir: ``model`` as given, or ``scenario``'s under the granularity's root (weight by default)."""
+    check_granularity(granularity)
+    if model is not None:
+        return Path(model)
+    if scenario is None:
+        raise DataError("name an export: a model dir or a scenario")
+    d = EXPORT_ROOTS[granularity or "weight"] / scenario
+    if not (d / DEPLOY_FILE).is_file() and (d / INDEX_FILE).is_file():
+        try:
+            why = json.loads((d / INDEX_FILE).read_text())["why"]
+        except (ValueError, KeyError, TypeError):
+            why = f"see {d / INDEX_FILE}"
+        raise CheckpointError(f"{d}: nothing exported ({why})")
+    return d
+
+
+def check_export(info: Mapping[str, Any], model_dir: str | Path, granularity: str | None, precision: str,
+                 sparse: bool, runtime: str) -> None:
+    """The export is the granularity asked for and holds the file asked for: one line naming both if not."""
+    check_granularity(granularity)
+    kind = granularity_of(info)
+    if granularity is not None and granularity != kind:
+        raise CheckpointError(f"{model_dir} holds a {kind} export (its {DEPLOY_FILE}), not the granularity "
+                              f"{granularity} asked for")
+    if kind != "channel":
+        return
+    if runtime != "onnx":
+        raise DataError(f"{model_dir} is a channel export: ONNX files only, no sparse_fp32.pt for runtime {runtime}")
+    if sparse or precision not in CHANNEL_PRECISIONS:
+        raise DataError(f"{model_dir} is a channel export: its compact network comes as "
+                        f"{' and '.join(CHANNEL_PRECISIONS)} ONNX files only, not {precision}{' sparse' if sparse else ''}")
 
 
 def preprocess(paths: list[Path], info: Mapping[str, Any]) -> torch.Tensor:
@@ -92,11 +143,12 @@ def onnx_entry(info: Mapping[str, Any], model_dir: str | Path, precision: str, s
 
 
 def predict(model_dir: str | Path, images: str | Path | list[Path], batch: int = 64, precision: str = "fp32",
-            sparse: bool = False, runtime: str = "onnx") -> list[tuple[Path, float, bool]]:
-    """(path, positive-class probability, decision) per image."""
+            sparse: bool = False, runtime: str = "onnx", granularity: str | None = None) -> list[tuple[Path, float, bool]]:
+    """(path, positive-class probability, decision) per image; ``granularity`` (if given) must be the export's."""
     from . import onnx_files
 
     info = read_deploy(model_dir)
+    check_export(info, model_dir, granularity, precision, sparse, runtime)
     if runtime == "onnx":
         entry = onnx_entry(info, model_dir, precision, sparse)
         path = Path(model_dir) / entry["file"]

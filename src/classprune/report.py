@@ -11,7 +11,7 @@ from . import io
 from .config import Params
 from .diagnose import CONV
 from .metrics import METRIC_KEYS
-from .summary import summary_markdown
+from .summary import channel_markdown, summary_markdown
 
 REPORTS = Path("reports")
 SPLITS = ("test", "val")
@@ -19,6 +19,7 @@ SPLITS = ("test", "val")
 
 OP_KEYS = ("fnr", "fpr", "accuracy", "balanced_accuracy")  # at the val-chosen operating point
 MEAN_KEYS = (*METRIC_KEYS, "balanced_accuracy", *(f"op_{k}" for k in OP_KEYS))
+COST_KEYS = ("macs", "params", "macs_share")  # what a channel ticket's compact network costs; NaN otherwise
 
 
 def diagnosis_columns(rd: dict) -> dict:
@@ -60,9 +61,28 @@ def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
                              "threshold": rd.get("threshold"),
                              **{k: m.get(k) for k in (*METRIC_KEYS, "balanced_accuracy", "tp", "fp", "tn", "fn")},
                              "constant": bool(m.get("constant", False)),
-                             **{f"op_{k}": op.get(k) for k in OP_KEYS}})
+                             **{f"op_{k}": op.get(k) for k in OP_KEYS}, "macs": rd.get("macs"),
+                             "params": rd.get("params")})
     df = pd.DataFrame(rows)
-    df[list(MEAN_KEYS)] = df[list(MEAN_KEYS)].astype(float)
+    df[[*MEAN_KEYS, "macs", "params"]] = df[[*MEAN_KEYS, "macs", "params"]].astype(float)
+    return with_costs(df)
+
+
+def with_costs(df: pd.DataFrame) -> pd.DataFrame:
+    """MACs and parameters of every channel row: a reinit control runs its ticket's architecture (same seed
+    and round), so it takes the ticket's counts; ``macs_share`` is of the dense network's MACs (the ticket's
+    round 1). Weight-pruned models run at dense MACs whatever their zeros, so they stay NaN, not invented."""
+    ticket = df["method"].str.removesuffix("-reinit")
+    keys = ["method", "seed", "round", "split"]
+    counts = df[df["kind"] == "channel"].set_index(keys)[["macs", "params"]]
+    is_reinit = df["kind"] == "reinit"
+    if is_reinit.any():
+        at = pd.MultiIndex.from_frame(df.loc[is_reinit, keys].assign(method=ticket[is_reinit]))
+        for c in ("macs", "params"):
+            df.loc[is_reinit, c] = df.loc[is_reinit, c].fillna(
+                pd.Series(counts[c].reindex(at).to_numpy(), index=df.index[is_reinit]))
+    dense = counts.loc[counts.index.get_level_values("round") == 1, "macs"].groupby(level="method").mean()
+    df["macs_share"] = (df["macs"] / ticket.map(dense).astype(float)).where(df["kind"].isin(["channel", "reinit"]))
     return df
 
 
@@ -80,7 +100,7 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     """Mean and 95 % CI over seeds per (split, method, round), and how many seeds collapsed there."""
     keys = ["split", "method", "kind", "round"]
     g = df.groupby(keys, sort=True)
-    agg = g[["remaining", "remaining_all", *MEAN_KEYS]].mean()
+    agg = g[["remaining", "remaining_all", *MEAN_KEYS, *COST_KEYS]].mean()
     for m in MEAN_KEYS:
         agg[f"{m}_ci95"] = g[m].agg(ci95)
     agg["n_seeds"] = g["seed"].nunique()
@@ -89,23 +109,52 @@ def aggregate(df: pd.DataFrame) -> pd.DataFrame:
     return agg.reset_index().sort_values(["split", "method", "remaining"], ascending=[True, True, False])
 
 
-def paired_differences(df: pd.DataFrame, reference: str = "red", split: str = "test",
-                       keys: tuple[str, ...] = ("fnr", "auc")) -> pd.DataFrame:
-    """Per scenario and round: mean of (scenario - reference) paired by seed, its 95 % CI, and whether
-    the CI excludes 0. Seeds where either value is undefined are left out of that pair."""
-    sub = df[(df["split"] == split) & (df["kind"] == "scenario")]
+def paired(df: pd.DataFrame, method: str, reference: str, split: str,
+           keys: tuple[str, ...] = ("fnr", "auc"), extra: tuple[str, ...] = ()) -> list[dict]:
+    """Per round of ``method``: mean of (method - reference) paired by seed and round, its 95 % CI, and
+    whether the CI excludes 0. Seeds where either value is undefined are left out of that pair; ``extra``
+    columns are carried as their mean over seeds."""
+    sub = df[df["split"] == split]
     ref = sub[sub["method"] == reference].set_index(["seed", "round"])
     rows = []
-    for (method, k), g in sub[sub["method"] != reference].groupby(["method", "round"]):
+    for k, g in sub[sub["method"] == method].groupby("round"):
         g = g.set_index(["seed", "round"])
-        row = {"method": method, "round": k, "remaining": float(g["remaining"].mean())}
+        row = {"method": method, "round": k, "remaining": float(g["remaining"].mean()),
+               **{c: float(g[c].mean()) for c in extra}}
         for key in keys:
             d = (g[key] - ref[key].reindex(g.index)).dropna()
             mean, half = float(d.mean()) if len(d) else float("nan"), ci95(d)
             row |= {f"d_{key}": mean, f"d_{key}_ci95": half, f"d_{key}_n": int(len(d)),
                     f"d_{key}_excludes_0": bool(not math.isnan(half) and abs(mean) > half)}
         rows.append(row)
-    return pd.DataFrame(rows)
+    return rows
+
+
+def paired_differences(df: pd.DataFrame, reference: str = "red", split: str = "test",
+                       keys: tuple[str, ...] = ("fnr", "auc")) -> pd.DataFrame:
+    """Per scenario (weight ticket) and round: (scenario - reference) paired by seed, see ``paired``."""
+    sub = df[df["kind"] == "scenario"]
+    methods = sorted(set(sub.loc[sub["split"] == split, "method"]) - {reference})
+    return pd.DataFrame([row for m in methods for row in paired(sub, m, reference, split, keys)])
+
+
+PAIRED_CHANNEL_COLUMNS = ("comparison", "method", "reference", "split", "round", "remaining", "macs_share",
+                          *(f"d_{k}{s}" for k in ("fnr", "auc") for s in ("", "_ci95", "_n", "_excludes_0")))
+
+
+def paired_channel(params: Params, df: pd.DataFrame) -> pd.DataFrame:
+    """Channel tickets, paired by seed on val and test: each scenario's ticket against red's (when red has
+    one), and each ticket against its random-reinit control (Liu et al. 2019: is the ticket more than its
+    architecture?)."""
+    from .paths import chain, reinit_method
+
+    scen, pairs = params.run.channel_scenarios, []
+    if "red" in scen:
+        pairs += [("vs red", chain(s, "channel"), chain("red", "channel")) for s in scen if s != "red"]
+    pairs += [("vs reinit", chain(s, "channel"), reinit_method(s)) for s in scen]
+    rows = [{"comparison": c, "reference": ref, "split": split, **row} for split in ("val", "test")
+            for c, m, ref in pairs for row in paired(df, m, ref, split, extra=("macs_share",))]
+    return pd.DataFrame(rows, columns=list(PAIRED_CHANNEL_COLUMNS))
 
 
 def _clean(v):
@@ -117,6 +166,8 @@ def metrics_tree(agg: pd.DataFrame, split: str) -> dict:
     tree: dict = {}
     for r in agg[agg["split"] == split].itertuples(index=False):
         entry = {k: _clean(getattr(r, k)) for k in (*METRIC_KEYS, "remaining", "remaining_all", "op_fnr", "op_fpr")}
+        if not math.isnan(r.macs):
+            entry |= {k: _clean(getattr(r, k)) for k in COST_KEYS}
         entry["n_constant"] = int(r.n_constant)
         entry["n_dead"] = int(r.n_dead)
         if r.n_seeds > 1:
@@ -126,16 +177,17 @@ def metrics_tree(agg: pd.DataFrame, split: str) -> dict:
     return tree
 
 
-def fn_budget(df: pd.DataFrame, margin: float) -> dict[str, dict | None]:
-    """Per scenario, chosen on VAL: the smallest level whose mean val FNR is within ``margin`` of the dense
-    (round 1) mean val FNR, among levels where no seed's model is constant on val.
+def fn_budget(df: pd.DataFrame, margin: float, kind: str = "scenario") -> dict[str, dict | None]:
+    """Per method of ``kind`` ("scenario": weight tickets, "channel": channel tickets), chosen on VAL: the
+    smallest level whose mean val FNR is within ``margin`` of the dense (round 1) mean val FNR, among levels
+    where no seed's model is constant on val.
 
     None when the dense model is constant on val for some seed (its FNR says nothing) or no level
     qualifies. Every round's network is a deployable candidate, so a worse round in between does not
     disqualify a smaller one.
     """
     out: dict[str, dict | None] = {}
-    val = df[(df["split"] == "val") & (df["kind"] == "scenario")]
+    val = df[(df["split"] == "val") & (df["kind"] == kind)]
     for method, g in val.groupby("method"):
         levels = g.groupby("round").agg(remaining=("remaining", "mean"), remaining_all=("remaining_all", "mean"),
                                         fnr=("fnr", "mean"),
@@ -155,48 +207,64 @@ def fn_budget(df: pd.DataFrame, margin: float) -> dict[str, dict | None]:
     return out
 
 
-def selection(params: Params, df: pd.DataFrame, budget: dict[str, dict | None]) -> dict[str, dict | None]:
-    """The model to ship per scenario: the FN-budget level of the first seed, with its val threshold."""
-    from .paths import round_paths
+def selection(params: Params, df: pd.DataFrame, budget: dict[str, dict | None],
+              granularity: str = "weight") -> dict[str, dict | None]:
+    """The model to ship per scenario: the FN-budget level of the first seed, with its val threshold. A
+    channel ticket's entry also names its chain and what its compact network costs (MACs, parameters)."""
+    from .paths import chain, round_paths
 
     seed, out = params.run.seeds[0], {}
+    names = {chain(s, granularity): s for s in params.run.channel_scenarios} if granularity != "weight" else {}
     for method, b in budget.items():
+        scenario = names.get(method, method)
         if b is None:
-            out[method] = None
+            out[scenario] = None
             continue
-        rp = round_paths(params, method, seed, b["round"])
+        rp = round_paths(params, scenario, seed, b["round"], granularity)
         row = df[(df["method"] == method) & (df["seed"] == seed) & (df["round"] == b["round"]) & (df["split"] == "val")]
         logodds = row["threshold"].iloc[0] if len(row) else None
         logodds = None if logodds is None or pd.isna(logodds) else float(logodds)
         # the export applies it to softmax(logits)[:, 1] = sigmoid(log-odds); without val positives: argmax
         prob = 0.5 if logodds is None else 1.0 / (1.0 + math.exp(-max(min(logodds, 700.0), -700.0)))
-        out[method] = {"seed": seed, "round": b["round"], "remaining": b["remaining"],
-                       "remaining_all": b["remaining_all"], "weights": str(rp.weights),
-                       "mask": str(rp.mask), "threshold": prob, "threshold_logodds": logodds,
-                       "threshold_rule": f"val FNR <= {params.evaluate.target_fnr}" if logodds is not None else "argmax"}
+        out[scenario] = {"seed": seed, "round": b["round"], "remaining": b["remaining"],
+                         "remaining_all": b["remaining_all"], "weights": str(rp.weights),
+                         "mask": str(rp.mask), "threshold": prob, "threshold_logodds": logodds,
+                         "threshold_rule": f"val FNR <= {params.evaluate.target_fnr}" if logodds is not None else "argmax"}
+        if granularity != "weight":
+            cost = {c: row[c].iloc[0] if len(row) else float("nan") for c in ("macs", "params")}
+            out[scenario] |= {"granularity": granularity, "chain": method,
+                              **{c: None if pd.isna(v) else int(v) for c, v in cost.items()}}
     return out
 
 
 def write_reports(params: Params, root: Path = Path("."), out: Path = REPORTS, extra: dict | None = None) -> pd.DataFrame:
-    from .figures import majority_accuracy, plot_figure
+    from .figures import majority_accuracy, plot_figure, plot_frontier
 
     df = load_results(params, root)
     agg = aggregate(df)
     diffs = paired_differences(df, "red", params.report.split) if "red" in params.run.scenarios else pd.DataFrame()
     budget = fn_budget(df, params.report.fn_margin)
     chosen = selection(params, df, budget)
+    ch_budget = fn_budget(df, params.report.fn_margin, "channel")
+    ch_chosen, ch_diffs = selection(params, df, ch_budget, "channel"), paired_channel(params, df)
     io.write_json(out / "metrics.json", metrics_tree(agg, "test"))
     io.write_json(out / "metrics_val.json", metrics_tree(agg, "val"))
     io.write_json(out / "selection.json", chosen)
+    io.write_json(out / "selection_channel.json", ch_chosen)
+    io.write_text(out / "paired_channel.csv", ch_diffs.to_csv(index=False))
     cols = ["method", "kind", "round", "remaining", "remaining_all", *MEAN_KEYS, *(f"{m}_ci95" for m in MEAN_KEYS),
             "n_seeds", "n_constant", "n_dead"]
     for split in SPLITS:
         for method, g in agg[agg["split"] == split].groupby("method"):
-            io.write_text(out / "curves" / split / f"{method}.csv", g[cols].to_csv(index=False))
+            costs = list(COST_KEYS) if g["kind"].isin(["channel", "reinit"]).any() else []
+            io.write_text(out / "curves" / split / f"{method}.csv", g[cols + costs].to_csv(index=False))
         plot_figure(agg, split, params, out / "figures" / f"{split}.png",
                     majority_accuracy=majority_accuracy(df, split))
-    with io.atomic_path(out / "rounds.csv") as tmp:
-        df.sort_values(["method", "seed", "round", "split"]).to_csv(tmp, index=False)
+    if agg["kind"].isin(["channel", "reinit"]).any():
+        plot_frontier(agg, params, out / "figures" / "frontier_macs.png")
+    with io.atomic_path(out / "rounds.csv") as tmp:  # cost columns only where a channel ticket has them
+        df.drop(columns=[c for c in COST_KEYS if df[c].isna().all()]).sort_values(
+            ["method", "seed", "round", "split"]).to_csv(tmp, index=False)
     if len(diffs):
         with io.atomic_path(out / "paired_differences.csv") as tmp:
             diffs.to_csv(tmp, index=False)
@@ -204,6 +272,7 @@ def write_reports(params: Params, root: Path = Path("."), out: Path = REPORTS, e
 
     write_curves(params, budget, out / "roc", out / "figures")
     io.write_text(out / "summary.md", summary_markdown(params, df, agg, diffs, budget, chosen, params.report.split, extra)
+                  + channel_markdown(params, agg, ch_diffs, ch_budget, ch_chosen, params.report.split)
                   + "\n" + confusion_markdown(params, chosen, params.report.split))
     return agg
 

@@ -7,6 +7,7 @@ import pandas as pd
 
 from .config import Params
 from .diagnose import CAUSES, CONV
+from .paths import chain, reinit_method
 
 
 def _fmt(v, digits: int = 3) -> str:
@@ -106,3 +107,69 @@ def why_tickets_die(df: pd.DataFrame) -> list[str]:
         lines.append(f"| {method} | {g['remaining'].mean() * 100:.2f} | {int(g['score_constant'].sum())}/{len(g)} | "
                      f"{causes} | {units} | {_fmt(kept.mean())} ({_fmt(low.min())}) |")
     return lines
+
+
+def _pct(v) -> str:
+    return _fmt(v * 100, 2) if v is not None else "n/a"
+
+
+def _bold_pm(r, key: str) -> str:
+    text = _pm(getattr(r, f"d_{key}"), getattr(r, f"d_{key}_ci95"))
+    return f"**{text}**" if getattr(r, f"d_{key}_excludes_0") else text
+
+
+def channel_markdown(params: Params, agg: pd.DataFrame, paired: pd.DataFrame, budget: dict, chosen: dict,
+                     split: str) -> str:
+    """The channel tickets beside their random-reinit controls: what they cost (MACs, parameters), what they
+    score, the paired differences and the FN budget; empty without channel scenarios (summary.md as before)."""
+    scen = params.run.channel_scenarios
+    if not scen:
+        return ""
+    sub = agg[agg["split"] == split].set_index(["method", "round"])
+    lines = ["", f"## Channel tickets ({split} split)", "",
+             "Whole conv output channels pruned and the network rebuilt smaller (`prune.channel`). `MACs %`: "
+             "multiply-accumulates of one image through the compact network, of the dense network's (the "
+             "ticket's round 1); `params`: its parameter count (both Torch-Pruning's counts, mean over seeds). "
+             "`reinit`: the control, the same compact architecture from a fresh random init trained the same "
+             "way (Liu et al. 2019); a ticket that does not beat it is its architecture, not its initialisation.",
+             "", "| method | remaining % | MACs % | params | AUC | FNR | FPR | const | reinit AUC | reinit FNR "
+             "| reinit const |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for s in scen:
+        if chain(s, "channel") not in sub.index.get_level_values("method"):
+            continue
+        ticket = sub.loc[chain(s, "channel")].sort_values("remaining", ascending=False)
+        for k, r in ticket.iterrows():
+            c = sub.loc[(reinit_method(s), k)] if (reinit_method(s), k) in sub.index else None
+            ctrl = ["n/a"] * 3 if c is None else [_pm(c["auc"], c["auc_ci95"]), _pm(c["fnr"], c["fnr_ci95"]),
+                                                   f"{int(c['n_constant'])}/{int(c['n_seeds'])}"]
+            size = "n/a" if math.isnan(r["params"]) else f"{r['params']:,.0f}"
+            lines.append(f"| {chain(s, 'channel')} | {r['remaining'] * 100:.2f} | {_pct(r['macs_share'])} | {size} | "
+                         f"{_pm(r['auc'], r['auc_ci95'])} | {_pm(r['fnr'], r['fnr_ci95'])} | "
+                         f"{_pm(r['fpr'], r['fpr_ci95'])} | {int(r['n_constant'])}/{int(r['n_seeds'])} | "
+                         + " | ".join(ctrl) + " |")
+    if len(paired):
+        lines += ["", "### Paired differences of the channel tickets (paired by seed)", "",
+                  "Mean of (method - reference) with its 95 % CI, on val and test; **bold** where the CI excludes "
+                  "0. `vs red`: against red's channel ticket at the same round; `vs reinit`: the ticket against "
+                  "its random-reinit control (negative ΔFNR, positive ΔAUC: the ticket's initialisation helps).",
+                  "", "| comparison | method | reference | split | remaining % | MACs % | ΔFNR | ΔAUC |",
+                  "|---|---|---|---|---:|---:|---:|---:|"]
+        for r in paired.itertuples(index=False):
+            lines.append(f"| {r.comparison} | {r.method} | {r.reference} | {r.split} | {r.remaining * 100:.2f} | "
+                         f"{_pct(r.macs_share)} | {_bold_pm(r, 'fnr')} | {_bold_pm(r, 'auc')} |")
+    test = agg[agg["split"] == "test"].set_index(["method", "round"])
+    lines += ["", f"### FN budget of the channel tickets, chosen on val: smallest level whose mean val FNR is within "
+              f"{params.report.fn_margin} of the dense val FNR, no seed constant on val", "",
+              f"Test metrics of the chosen level (mean ± CI over seeds); the checkpoint is seed {params.run.seeds[0]}'s.",
+              "", "| scenario | remaining % | MACs % | val FNR (dense) | test AUC | test FNR | test FPR | checkpoint |",
+              "|---|---:|---:|---:|---:|---:|---:|---|"]
+    for s in scen:
+        b = budget.get(chain(s, "channel"))
+        if b is None:
+            lines.append(f"| {s} | none | | | | | | |")
+            continue
+        r = test.loc[(chain(s, "channel"), b["round"])]
+        lines.append(f"| {s} | {b['remaining'] * 100:.2f} | {_pct(r['macs_share'])} | {_fmt(b['val_fnr'])} "
+                     f"({_fmt(b['dense_val_fnr'])}) | {_pm(r['auc'], r['auc_ci95'])} | {_pm(r['fnr'], r['fnr_ci95'])} | "
+                     f"{_pm(r['fpr'], r['fpr_ci95'])} | `{chosen[s]['weights']}` |")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,5 @@
+"""DVC stage `export_ch`: see classprune.compaction / classprune.cli."""
+from classprune.cli import run_stage
+
+if __name__ == "__main__":
+    run_stage("export_ch")
