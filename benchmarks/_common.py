@@ -129,3 +129,14 @@ def print_result(result: Mapping[str, Any]) -> None:
     print()
     print(markdown_table(result["rows"]))
     sys.stdout.flush()
+
+
+def write_table(path: Path, rows: list[Mapping[str, Any]], columns: tuple[str, ...]) -> None:
+    """A benchmark's table as CSV, floats to 4 significant digits."""
+    import csv
+
+    with open(path, "w", newline="") as f:
+        w = csv.DictWriter(f, fieldnames=columns, lineterminator="\n")
+        w.writeheader()
+        for r in rows:
+            w.writerow({k: f"{r[k]:.4g}" if isinstance(r[k], float) else r[k] for k in columns})

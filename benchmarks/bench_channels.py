@@ -22,7 +22,6 @@ thread, fp32 and int8, one line per method and granularity (weight tickets sit a
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import os
 import sys
@@ -34,7 +33,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import ROOT, interleaved, median, print_result, row  # noqa: E402
+from _common import ROOT, interleaved, median, print_result, row, write_table  # noqa: E402
 
 OUT = ROOT / "reports" / "channel_latency.csv"
 FRONTIER = ROOT / "reports" / "frontier_latency.png"
@@ -191,11 +190,7 @@ def run(reps: int = 40, export: Path = ROOT / "models" / "export_channel", out: 
         table = measure(params, reps, export, Path(tmp))
     drawn = ""
     if out is not None:
-        with open(out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-            w.writeheader()
-            for r in table:
-                w.writerow({k: f"{r[k]:.4g}" if isinstance(r[k], float) else r[k] for k in COLUMNS})
+        write_table(out, table, COLUMNS)
         drawn = frontier(table, ROOT / "reports" / "curves" / "test", FRONTIER)
     notes = [f"channel tickets, onnxruntime, medians; ratios to the dense fp32 file in the same run "
              f"({time.perf_counter() - started:.0f} s){'; frontier: ' + drawn if drawn else ''}:"]

@@ -15,7 +15,6 @@ and the latency frontier reports/frontier_latency.png.
 from __future__ import annotations
 
 import argparse
-import csv
 import json
 import sys
 import tempfile
@@ -26,7 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 import numpy as np  # noqa: E402
 
-from _common import ROOT, interleaved, median, print_result, row  # noqa: E402
+from _common import ROOT, interleaved, median, print_result, row, write_table  # noqa: E402
 
 OUT = ROOT / "reports" / "export_latency.csv"
 COLUMNS = ("scenario", "file", "load_ms", "batch1_ms", "batch32_ms", "load_vs_dense", "batch1_vs_dense",
@@ -95,11 +94,7 @@ def run(reps: int = 40, export: Path = ROOT / "models" / "export", out: Path | N
         targets = _exports(export) or _stand_in(Path(tmp))
         table = [{"scenario": name, **r} for name, d in targets.items() for r in measure(d, reps)]
     if out is not None:
-        with open(out, "w", newline="") as f:
-            w = csv.DictWriter(f, fieldnames=COLUMNS, lineterminator="\n")
-            w.writeheader()
-            for r in table:
-                w.writerow({k: f"{r[k]:.4g}" if isinstance(r[k], float) else r[k] for k in COLUMNS})
+        write_table(out, table, COLUMNS)
     notes = [f"onnxruntime, 1 thread, medians; ratios to the dense fp32 model.onnx of the same scenario "
              f"({time.perf_counter() - started:.0f} s):"]
     for r in table:

@@ -102,3 +102,16 @@ def exported_project(dest: Path) -> tuple[Path, str]:
     proc = run_in(proj, sys.executable, "stages/export.py")
     assert proc.returncode == 0, proc.stderr
     return proj, proc.stdout
+
+
+def split_misses(project: Path, predict_stdout: str) -> tuple[int, int]:
+    """(false negatives, false positives) of `classprune predict --split test` output (path, score, decision
+    per line) against the manifest's labels; every test image must be scored exactly once."""
+    import csv
+
+    labels = {r["path"]: int(r["label"]) for r in csv.DictReader((project / "data/splits/manifest.csv").open())
+              if r["split"] == "test"}
+    decided = {path: d != "negative" for path, _, d in (ln.split("\t") for ln in predict_stdout.strip().splitlines())}
+    assert set(decided) == set(labels)
+    return (sum(labels[p] == 1 and not hit for p, hit in decided.items()),
+            sum(labels[p] == 0 and hit for p, hit in decided.items()))

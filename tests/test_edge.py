@@ -13,7 +13,7 @@ import pytest
 from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _export_inputs import exported_project, run_in  # noqa: E402
+from _export_inputs import exported_project, run_in, split_misses  # noqa: E402
 from _project import set_params  # noqa: E402
 
 from classprune import onnx_files  # noqa: E402
@@ -64,12 +64,7 @@ def test_predict_on_the_test_split_makes_the_decisions_the_report_counted(projec
     proc = _predict(project, "--model", EXPORT, "--split", "test", "--precision", precision,
                     *(["--sparse"] if sparse else []))
     assert proc.returncode == 0, proc.stderr
-    labels = {r["path"]: int(r["label"]) for r in csv.DictReader((project / "data/splits/manifest.csv").open())
-              if r["split"] == "test"}
-    decided = {path: d != "negative" for path, _, d in (ln.split("\t") for ln in proc.stdout.strip().splitlines())}
-    assert set(decided) == set(labels)
-    fn = sum(labels[p] == 1 and not hit for p, hit in decided.items())
-    fp = sum(labels[p] == 0 and hit for p, hit in decided.items())
+    fn, fp = split_misses(project, proc.stdout)
     row = _rows(project)[precision + ("_sparse" if sparse else "")]
     assert (fn, fp) == (int(row["test_fn"]), int(row["test_fp"]))
 

@@ -13,10 +13,9 @@ import numpy as np
 import onnx
 import pytest
 import torch
-from onnx import numpy_helper
 
 sys.path.insert(0, str(Path(__file__).parent))
-from _export_inputs import THRESHOLD, pruned_round, run_in, write_images_and_cache  # noqa: E402
+from _export_inputs import THRESHOLD, pruned_round, run_in, split_misses, write_images_and_cache  # noqa: E402
 from _project import ROOT, write_profile  # noqa: E402
 
 from classprune import channels as ch  # noqa: E402
@@ -179,12 +178,7 @@ def test_deploy_json_carries_granularity_costs_provenance_and_the_weight_exports
 def test_predict_resolves_the_channel_export_and_makes_the_decisions_the_table_counted(project, how, precision):
     proc = _predict(project, *how, "--split", "test", "--precision", precision)
     assert proc.returncode == 0, proc.stderr
-    labels = {r["path"]: int(r["label"]) for r in csv.DictReader((project / "data/splits/manifest.csv").open())
-              if r["split"] == "test"}
-    decided = {path: d != "negative" for path, _, d in (ln.split("\t") for ln in proc.stdout.strip().splitlines())}
-    assert set(decided) == set(labels)
-    fn = sum(labels[p] == 1 and not hit for p, hit in decided.items())
-    fp = sum(labels[p] == 0 and hit for p, hit in decided.items())
+    fn, fp = split_misses(project, proc.stdout)
     row = _rows(project)[precision]
     assert (fn, fp) == (int(row["test_fn"]), int(row["test_fp"]))
 
