@@ -55,14 +55,9 @@ def machine() -> dict[str, Any]:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         affinity = os.cpu_count()
-    cpu_model = platform.processor()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu_model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
+    from classprune.onnx_files import cpu_features
+
+    cpu = cpu_features()
     try:
         load = [round(x, 2) for x in os.getloadavg()]
     except OSError:
@@ -70,7 +65,8 @@ def machine() -> dict[str, Any]:
     return {
         "platform": platform.platform(),
         "python": platform.python_version(),
-        "cpu_model": cpu_model,
+        "cpu_model": cpu["model"] or platform.processor(),
+        "cpu_flags": cpu["flags"],
         "cpu_count": os.cpu_count(),
         "cpus_available": affinity,
         "torch": torch.__version__,

@@ -72,7 +72,7 @@ def level_stand_ins(params, tmp: Path) -> list[dict]:
     mask = full_channel_mask(model, unit_list)
     macs, n = macs_and_params(model, size)
     out = [{"source": "dense", "round": 0, "macs": macs, "params": n, "channels": "all",
-            "files": _write(model, size, tmp / "dense")}]
+            "files": _write(model, size, tmp / "dense"), "key": ("level", 0), "ref": (("level", 0), "fp32")}]
     for r in params.prune.rounds:
         if r.k > 1:
             apply_mask(model, mask)
@@ -81,22 +81,26 @@ def level_stand_ins(params, tmp: Path) -> list[dict]:
         macs, n = macs_and_params(small, size)
         kept = " ".join(str(int(a.sum())) for a in alive(mask, unit_list).values())
         out.append({"source": f"level stand-in ({c.criterion}, {c.scope})", "round": r.k, "macs": macs,
-                    "params": n, "channels": kept, "files": _write(small, size, tmp / f"round_{r.k}")})
+                    "params": n, "channels": kept, "files": _write(small, size, tmp / f"round_{r.k}"),
+                    "key": ("level", r.k), "ref": (("level", 0), "fp32")})
     return out
 
 
-def channel_exports(export: Path, dense: dict) -> list[dict]:
-    """Each channel export's files, with its reference: the same scenario's dense fp32 file, else the stand-in's."""
+def channel_exports(export: Path) -> list[dict]:
+    """Each channel export's files, with its reference: the same scenario's dense fp32 file (timed as
+    ``files["dense"]``), else the dense stand-in's."""
     out = []
     if not export.is_dir():
         return out
     for d in sorted(p for p in export.iterdir() if (p / "deploy.json").is_file()):
         info = json.loads((d / "deploy.json").read_text())
         files = {p: d / f for p, f in (("fp32", "model.onnx"), ("int8", "model_int8.onnx")) if (d / f).is_file()}
-        ref = ROOT / "models" / "export" / d.name / "model.onnx"
+        dense, key = ROOT / "models" / "export" / d.name / "model.onnx", ("export", d.name)
+        kept = " ".join(str(k) for k, _ in (info.get("channels") or {}).values())  # {layer: [kept, dense]}
         out.append({"source": f"export {d.name}", "round": info.get("round"), "macs": info.get("macs"),
-                    "params": info.get("params"), "channels": " ".join(str(v) for v in (info.get("channels") or {}).values()),
-                    "files": files, "dense": ref if ref.is_file() else dense["files"]["fp32"]})
+                    "params": info.get("params"), "channels": kept, "files": files, "key": key,
+                    "ref": (key, "dense") if dense.is_file() else (("level", 0), "fp32"),
+                    "extra": {"dense": dense} if dense.is_file() else {}})
     return out
 
 
@@ -116,19 +120,15 @@ def time_files(files: dict[str, Path], size: int, reps: int, threads: int) -> di
 
 def measure(params, reps: int, export: Path, tmp: Path) -> list[dict]:
     size = params.data.image_size
-    levels = level_stand_ins(params, tmp)
-    exports = channel_exports(export, levels[0])
+    entries = [*level_stand_ins(params, tmp), *channel_exports(export)]
+    files = {(e["key"], p): f for e in entries for p, f in (e["files"] | e.get("extra", {})).items()}
     table = []
     for threads in sorted({1, os.cpu_count() or 1}):
-        files = {(lv["round"], p): f for lv in levels for p, f in lv["files"].items()}
-        files |= {(e["source"], p): f for e in exports for p, f in e["files"].items()}
-        files |= {(e["source"], "dense"): e["dense"] for e in exports}
         t = time_files(files, size, reps, threads)
-        for lv in [*levels, *exports]:
-            key = lv["round"] if lv in levels else lv["source"]
-            ref = t[(0, "fp32")] if lv in levels else t[(key, "dense")]
+        for lv in entries:
+            ref = t[lv["ref"]]
             for p in lv["files"]:
-                m = t[(key, p)]
+                m = t[(lv["key"], p)]
                 table.append({**{k: lv[k] for k in ("source", "round", "macs", "params", "channels")},
                               "precision": p, "threads": threads, "reps": reps,
                               **{f"batch{b}_ms": m[f"batch{b}"] * 1e3 for b in (1, 32)},
