@@ -134,6 +134,16 @@ def test_deploy_json_carries_the_test_fnr_bound_with_its_confidence(project):
     assert "smallest FNR the test split can support at 95 % is 13.9 %" in md
 
 
+def test_deploy_json_and_the_table_say_which_cpu_scored_the_files_and_how_int8_was_quantized(project):
+    """int8 decisions can differ on a CPU without VNNI (issue 29): the export records where it was scored."""
+    info, cpu = _deploy(project), onnx_files.cpu_features()
+    assert info["evaluated_on"] == json.loads(json.dumps(cpu)) and isinstance(info["evaluated_on"]["vnni"], bool)
+    assert info["int8_reduce_range"] is False  # the fixture's params: export.int8_reduce_range's default
+    assert {r["evaluated_on"] for r in _rows(project).values()} == {onnx_files.cpu_text(cpu)}
+    md = (project / "reports/export.md").read_text()
+    assert f"Files scored on {onnx_files.cpu_text(cpu)}; int8 weights 8-bit." in md
+
+
 def test_the_exact_bound_and_the_threshold_rules():
     assert fnr_upper_bound(0, 90, 0.95) == pytest.approx(1 - 0.05 ** (1 / 90))  # 3.3 %: the issue's number
     assert fnr_upper_bound(1, 90, 0.95) > 0.05 > fnr_upper_bound(0, 90, 0.95)

@@ -15,6 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _project import ROOT  # noqa: E402
 
 from classprune import export as ex  # noqa: E402
+from classprune import sizes  # noqa: E402
 from classprune import sparse as sp  # noqa: E402
 from classprune.errors import CheckpointError  # noqa: E402
 from classprune.model import build_model  # noqa: E402
@@ -124,7 +125,7 @@ def test_size_table_measures_the_files(project):
     assert int(r["sparse_fp16_bytes"]) == (d / "sparse_fp16.pt").stat().st_size
     assert int(r["sparse_fp16_bytes"]) <= 0.03 * int(r["dense_bytes"])  # the target at 1.56 %
     assert int(r["sparse_fp16_gz_bytes"]) < int(r["sparse_fp16_bytes"])
-    md = ex.export_sizes_markdown(proj / "reports/export_sizes.csv")
+    md = sizes.export_sizes_markdown(proj / "reports/export_sizes.csv")
     assert "| black | 7 | 1.56 % |" in md
 
 

@@ -167,6 +167,7 @@ def test_deploy_json_carries_granularity_costs_provenance_and_the_weight_exports
     assert info["files"] == {"onnx": "model.onnx"} and set(info["onnx"]) == {"fp32", "int8"}
     assert info["threshold"] == info["onnx"]["fp32"]["threshold"] and info["fnr_bound"]["positives"] == 20
     assert {"macs", "params", "dense_macs", "dense_params", "params_ratio", "channels"} <= set(info)
+    assert info["evaluated_on"]["model"] == onnx_files.cpu_features()["model"] and "int8_reduce_range" in info
     props = {p.key: p.value for p in onnx.load(str(project / EXPORT / "model_int8.onnx")).metadata_props}
     assert float(props["threshold"]) == info["onnx"]["int8"]["threshold"]
     assert props["granularity"] == "channel" and json.loads(props["channels"])["features.0"] == info["channels"]["features.0"]

@@ -25,9 +25,9 @@ from torch import nn
 
 from . import io
 from .errors import CheckpointError, DataError, ExportError, first_line
-from .export import (CACHE_DIR, cache_meta, calibration, check_threshold, deploy_info, positive_class_of,
-                     read_selection, ship_files)
-from .onnx_files import FILES, cpu_features, cpu_text, export_onnx, quantize_int8
+from .export import (CACHE_DIR, cache_meta, calibration, check_threshold, deploy_info, int8_nodes,
+                     positive_class_of, read_selection, ship_files)
+from .onnx_files import FILES, export_onnx
 
 SELECTION_CHANNEL = Path("reports/selection_channel.json")
 EXPORT_CHANNEL_DIR = Path("models/export_channel")
@@ -109,15 +109,10 @@ def write_compact(out: Path, params, entry: Mapping[str, Any], meta: Mapping[str
                  "macs": macs, "params": n, "dense_macs": dense_macs, "dense_params": dense_n,
                  "macs_ratio": macs / dense_macs, "params_ratio": n / dense_n,
                  "channels": channels_kept(mask, units),
-                 "compact_check": {"max_abs_logit_diff": diff, "tolerance": TOLERANCE, "images": len(calib[0])},
-                 # int8 kernels differ with VNNI: which CPU scored the files, and whether int8 is 7-bit (portable)
-                 "evaluated_on": cpu_features(), "int8_reduce_range": params.export.int8_reduce_range})
+                 "compact_check": {"max_abs_logit_diff": diff, "tolerance": TOLERANCE, "images": len(calib[0])}})
     out.mkdir(parents=True, exist_ok=True)
     export_onnx(small, size, out / FILES["fp32"], info)
-    fp32_nodes: dict[str, list[str]] = {"fp32": []}
-    if "int8" in params.export.precisions:  # calibrated as the weight export's int8 (export.calibration)
-        fp32_nodes["int8"] = quantize_int8(out / FILES["fp32"], out / FILES["int8"], calib,
-                                           reduce_range=params.export.int8_reduce_range)
+    fp32_nodes = {"fp32": [], **int8_nodes(out, params, calib)}  # calibrated as the weight export's int8
     row = {"scenario": scenario, "seed": info["seed"], "round": info["round"], "remaining": info["remaining"],
            "nonzero": nonzero}
     return info, ship_files(out, info, params, cache_dir, row, fp32_nodes)
@@ -131,8 +126,6 @@ def compact_markdown(info: Mapping[str, Any] | None, scenario: str) -> str:
     if info is None:
         return "\n".join(lines + [f"| {scenario} (nothing exported) | | | | | | | | |"]) + "\n"
     kept = ", ".join(f"{layer} {k}/{d}" for layer, (k, d) in info["channels"].items())
-    lines.insert(1, f"Files scored on {cpu_text(info['evaluated_on'])}; int8 weights "
-                    f"{'7-bit (reduce_range)' if info['int8_reduce_range'] else '8-bit'}.\n")
     lines.append(f"| {scenario} | {info['round']} | {kept} | {info['macs']:,} | {info['dense_macs']:,} "
                  f"| {100 * info['macs_ratio']:.2f} % | {info['params']:,} | {info['dense_params']:,} "
                  f"| {100 * info['params_ratio']:.2f} % |")

@@ -9,9 +9,6 @@ preprocessing, thresholds, provenance, val/test metrics, the test FNR bound. Wri
 """
 from __future__ import annotations
 
-import csv
-import gzip
-import io as _io
 import json
 import math
 import re
@@ -24,12 +21,12 @@ import torch
 
 from . import io
 from .errors import CheckpointError, ConfigError, DataError
-from .onnx_files import FILES, export_onnx
+from .onnx_files import FILES, cpu_features, cpu_text, export_onnx, quantize_int8
+from .sizes import SIZES_CSV, gz_size, write_sizes_csv
 from .sparse import load_sparse, to_sparse
 
 SELECTION = Path("reports/selection.json")
 EXPORT_DIR = Path("models/export")
-SIZES_CSV = Path("reports/export_sizes.csv")
 EXPORT_CSV = Path("reports/export.csv")
 EXPORT_MD = Path("reports/export.md")
 EXPORT_JSON = Path("reports/export.json")
@@ -37,10 +34,6 @@ CACHE_DIR = Path("data/cache")
 SPARSE = {"fp32": ("sparse_fp32.pt", torch.float32), "fp16": ("sparse_fp16.pt", torch.float16)}
 ONNX_FILE = FILES["fp32"]
 DEPLOY_FILE = "deploy.json"
-SIZE_COLUMNS = ("scenario", "seed", "round", "remaining", "nonzero", "dense_bytes", "dense_gz_bytes",
-                "sparse_fp32_bytes", "sparse_fp32_gz_bytes", "sparse_fp16_bytes", "sparse_fp16_gz_bytes",
-                "onnx_bytes", "onnx_gz_bytes", "fp16_over_dense")
-
 
 def positive_class_of(params) -> str:
     """The positive class's name as deploy.json states it."""
@@ -132,10 +125,6 @@ def cache_meta(cache_dir: Path) -> dict[str, Any]:
     return io.read_json(cache_dir / "meta.json")
 
 
-def gz_size(path: Path) -> int:
-    return len(gzip.compress(path.read_bytes(), compresslevel=6, mtime=0))
-
-
 def measure_sizes(dense: Path, export_dir: Path) -> dict[str, int]:
     """Bytes on disk of the dense checkpoint and the exported files, raw and gzip-compressed."""
     files = {"dense": dense, "sparse_fp32": export_dir / SPARSE["fp32"][0],
@@ -184,13 +173,20 @@ def ship_onnx(out: Path, info: dict[str, Any], params, cache_dir: Path, row: Map
     if "fp16" in params.export.precisions:
         onnx_files.to_fp16(src, out / FILES["fp16"])
         fp32_nodes["fp16"] = []
-    if "int8" in params.export.precisions:
-        fp32_nodes["int8"] = onnx_files.quantize_int8(src, out / FILES["int8"], calibration(params, cache_dir),
-                                                      reduce_range=params.export.int8_reduce_range)
+    fp32_nodes.update(int8_nodes(out, params, calibration(params, cache_dir)))
     for p in list(fp32_nodes):
         onnx_files.to_sparse_initializers(out / FILES[p], out / FILES[f"{p}_sparse"])
         fp32_nodes[f"{p}_sparse"] = fp32_nodes[p]
     return ship_files(out, info, params, cache_dir, row, fp32_nodes)
+
+
+def int8_nodes(out: Path, params, calib: list) -> dict[str, list[str]]:
+    """``{"int8": nodes kept fp32}`` when int8 is exported: static QDQ from ``out``'s fp32 file, 7-bit weights
+    where ``export.int8_reduce_range`` asks (the same decisions on CPUs with and without VNNI)."""
+    if "int8" not in params.export.precisions:
+        return {}
+    return {"int8": quantize_int8(out / FILES["fp32"], out / FILES["int8"], calib,
+                                  reduce_range=params.export.int8_reduce_range)}
 
 
 def ship_files(out: Path, info: dict[str, Any], params, cache_dir: Path, row: Mapping[str, Any],
@@ -198,7 +194,9 @@ def ship_files(out: Path, info: dict[str, Any], params, cache_dir: Path, row: Ma
     """Evaluate each ONNX file of ``fp32_nodes`` as shipped, keep those that pass, write deploy.json; rows."""
     from . import shipped
 
-    ev = params.evaluate
+    ev, cpu = params.evaluate, cpu_features()  # int8 kernels differ with VNNI: say which CPU scored the files
+    info.update(evaluated_on=cpu, int8_reduce_range=params.export.int8_reduce_range)
+    row = {**row, "evaluated_on": cpu_text(cpu), "int8_reduce_range": params.export.int8_reduce_range}
     results = {p: shipped.assess(out / FILES[p], cache_dir, ev) for p in fp32_nodes}
     entries, rows = {}, []
     for p, res in results.items():
@@ -260,41 +258,3 @@ def export_selection(params, selection: str | Path = SELECTION, cache_dir: str |
         io.write_json(export_json, shipped.metrics_tree(onnx_rows))
         io.write_text(export_md, shipped.markdown(onnx_rows, params.evaluate, skipped))
     return {"exported": exported, "not_exported": skipped}
-
-
-def write_sizes_csv(rows: list[dict[str, Any]], path: str | Path = SIZES_CSV) -> None:
-    buf = _io.StringIO()
-    w = csv.DictWriter(buf, fieldnames=SIZE_COLUMNS, lineterminator="\n")
-    w.writeheader()
-    for r in rows:
-        w.writerow({k: (f"{r[k]:.6g}" if isinstance(r[k], float) else r[k]) for k in SIZE_COLUMNS})
-    io.write_text(path, buf.getvalue())
-
-
-def export_sizes_markdown(path: str | Path = SIZES_CSV) -> str:
-    """The size table for reports/summary.md (KiB on disk, raw / gzip)."""
-    path = Path(path)
-    if not path.is_file():
-        return "_No export size table: run the export stage._\n"
-    with path.open(newline="") as f:
-        rows = list(csv.DictReader(f))
-    lines = ["## Exported models: bytes on disk", "",
-             "KiB raw / gzip. Sparse files hold only the surviving weights (values + positions); ONNX is dense.", "",
-             "| scenario | round | remaining | nonzero | dense weights.pt | sparse fp32 | sparse fp16 | ONNX "
-             "| fp16 / dense |",
-             "|---|---:|---:|---:|---:|---:|---:|---:|---:|"]
-
-    def kib(r, key):
-        if not r[key + "_bytes"]:
-            return "not shipped"
-        return f"{int(r[key + '_bytes']) / 1024:,.0f} / {int(r[key + '_gz_bytes']) / 1024:,.0f}"
-
-    for r in rows:
-        lines.append(f"| {r['scenario']} | {r['round']} | {100 * float(r['remaining']):.3g} % | {int(r['nonzero']):,} "
-                     f"| {kib(r, 'dense')} | {kib(r, 'sparse_fp32')} | {kib(r, 'sparse_fp16')} | {kib(r, 'onnx')} "
-                     f"| {100 * float(r['fp16_over_dense']):.2f} % |")
-    if not rows:
-        lines.append("| (no scenario met its FN budget) | | | | | | | | |")
-    return "\n".join(lines) + "\n"
-
-

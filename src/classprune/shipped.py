@@ -25,7 +25,8 @@ SPLITS = ("val", "test")
 COLUMNS = ("scenario", "seed", "round", "remaining", "nonzero", "precision", "file", "shipped", "why",
            "fp32_nodes", "bytes", "gz_bytes", "threshold",
            *(f"{s}_{k}" for s in SPLITS for k in ("auc", "fnr", "fpr", "fn", "n_positive", "fp", "n", "fnr_upper")),
-           "bound_threshold", *(f"bound_{s}_{k}" for s in SPLITS for k in ("fnr", "fpr", "fn", "fnr_upper")))
+           "bound_threshold", *(f"bound_{s}_{k}" for s in SPLITS for k in ("fnr", "fpr", "fn", "fnr_upper")),
+           "evaluated_on", "int8_reduce_range")
 
 
 def rule_text(ev) -> str:
@@ -127,13 +128,24 @@ def _pct(v: Any, scale: float = 100, digits: int = 1) -> str:
     return "n/a" if v is None or v in ("", "None") else f"{scale * float(v):.{digits}f}"
 
 
+def _scored_on(rows: list[dict[str, Any]]) -> list[str]:
+    """Which CPU scored the files (int8 decisions can differ without VNNI) and how int8 was quantized."""
+    cpus = sorted({str(r["evaluated_on"]) for r in rows if r.get("evaluated_on")})
+    bits = {str(r.get("int8_reduce_range")) in ("True", "true") for r in rows if r["precision"].startswith("int8")}
+    if not cpus:
+        return []
+    int8 = "" if not bits else "; int8 weights " + (" and ".join(sorted(
+        "7-bit (reduce_range)" if b else "8-bit" for b in bits)))
+    return ["", f"Files scored on {', '.join(cpus)}{int8}."]
+
+
 def markdown(rows: list[dict[str, Any]], ev, not_exported: list[str]) -> str:
     """reports/export.md: the table per scenario and file, and what the test split can promise."""
     conf = f"{100 * ev.fnr_confidence:g} %"
     lines = ["# Exported models, evaluated as shipped (onnxruntime)", "",
              f"Threshold per file chosen on val ({rule_text(ev)}), from the file's own `score` output; test only "
              f"reports. FNR bound: one-sided exact binomial (Clopper-Pearson) upper bound at {conf} on test, "
-             "which chose neither the level nor the threshold. Bytes raw / gzip (KiB).", "",
+             "which chose neither the level nor the threshold. Bytes raw / gzip (KiB).", *_scored_on(rows), "",
              f"| scenario | file | shipped | test AUC | test FNR (misses / positives) | FNR <= ({conf}) | test FPR "
              "| val FNR | val FPR | KiB | why not / fp32 nodes |",
              "|---|---|---|---:|---|---:|---:|---:|---:|---:|---|"]
