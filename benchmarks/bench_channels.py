@@ -96,7 +96,9 @@ def channel_exports(export: Path) -> list[dict]:
         info = json.loads((d / "deploy.json").read_text())
         files = {p: d / f for p, f in (("fp32", "model.onnx"), ("int8", "model_int8.onnx")) if (d / f).is_file()}
         dense, key = ROOT / "models" / "export" / d.name / "model.onnx", ("export", d.name)
-        kept = " ".join(str(k) for k, _ in (info.get("channels") or {}).values())  # {layer: [kept, dense]}
+        layers = info.get("channels") or {}  # {layer: [kept, dense]}; deploy.json sorts keys as text
+        kept = " ".join(str(layers[n][0]) for n in sorted(layers, key=lambda n: [int(t) if t.isdigit() else t
+                                                                              for t in n.split(".")]))
         out.append({"source": f"export {d.name}", "round": info.get("round"), "macs": info.get("macs"),
                     "params": info.get("params"), "channels": kept, "files": files, "key": key,
                     "ref": (key, "dense") if dense.is_file() else (("level", 0), "fp32"),
@@ -159,12 +161,15 @@ def frontier(table: list[dict], curves: Path, out: Path) -> str:
             for method, g in df[df["kind"].isin(["scenario", "channel", "reinit"])].groupby("method"):
                 g = g.sort_values("round")
                 kind = g["kind"].iloc[0]
-                x = [lat[(0, prec)]] * len(g) if kind == "scenario" else [lat.get((k, prec), np.nan) for k in g["round"]]
+                x = np.array([lat[(0, prec)]] * len(g) if kind == "scenario" else [lat.get((k, prec), np.nan) for k in g["round"]])
                 y, half = g[key].to_numpy(float), g[f"{key}_ci95"].fillna(0).to_numpy(float)
+                order = np.argsort(x, kind="stable")  # measured latency need not fall with every round: draw by x
+                x, y, half = x[order], y[order], half[order]
                 style = {"scenario": "o", "channel": "s-", "reinit": "^--"}[kind]
-                ax.plot(x, y, style, label=f"{method} ({'weight' if kind == 'scenario' else kind})", ms=4)
-                ax.fill_between(x, y - half, y + half, alpha=0.15) if kind != "scenario" else \
-                    ax.errorbar(x, y, yerr=half, fmt="none", alpha=0.4)
+                line, = ax.plot(x, y, style, label=f"{method} ({'weight' if kind == 'scenario' else kind})", ms=4)
+                lo, hi = np.clip(y - half, 0, 1), np.clip(y + half, 0, 1)  # AUC and FNR live in [0, 1]
+                ax.fill_between(x, lo, hi, alpha=0.15, color=line.get_color()) if kind != "scenario" else \
+                    ax.errorbar(x, y, yerr=[y - lo, hi - y], fmt="none", alpha=0.4, color=line.get_color())
             ax.set_xscale("log")
             ax.set_ylabel(label)
             ax.grid(alpha=0.3)
