@@ -136,12 +136,16 @@ def test_deploy_json_carries_the_test_fnr_bound_with_its_confidence(project):
 
 def test_deploy_json_and_the_table_say_which_cpu_scored_the_files_and_how_int8_was_quantized(project):
     """int8 decisions can differ on a CPU without VNNI (issue 29): the export records where it was scored."""
+    from classprune.config import load_params
+
     info, cpu = _deploy(project), onnx_files.cpu_features()
+    seven_bit = load_params(project / "params.yaml").export.int8_reduce_range
     assert info["evaluated_on"] == json.loads(json.dumps(cpu)) and isinstance(info["evaluated_on"]["vnni"], bool)
-    assert info["int8_reduce_range"] is False  # the fixture's params: export.int8_reduce_range's default
+    assert info["int8_reduce_range"] is seven_bit
     assert {r["evaluated_on"] for r in _rows(project).values()} == {onnx_files.cpu_text(cpu)}
     md = (project / "reports/export.md").read_text()
-    assert f"Files scored on {onnx_files.cpu_text(cpu)}; int8 weights 8-bit." in md
+    bits = "7-bit (reduce_range)" if seven_bit else "8-bit"
+    assert f"Files scored on {onnx_files.cpu_text(cpu)}; int8 weights {bits}." in md
 
 
 def test_the_exact_bound_and_the_threshold_rules():

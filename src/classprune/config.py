@@ -124,7 +124,7 @@ class Evaluate(_Strict):
 
 class Run(_Strict):
     scenarios: list[str] = ["red", "blue", "black", "green"]  # weight tickets
-    channel_scenarios: list[str] = []  # channel tickets of these scenarios (prune.channel), beside the weight ones
+    channel_scenarios: list[str] = ["red", "black"]  # channel tickets (prune.channel) beside the weight ones
     seeds: list[int] = [0, 1, 2, 3, 4]
 
     @field_validator("scenarios", "channel_scenarios")
@@ -152,7 +152,7 @@ class Export(_Strict):  # the edge files: which precisions, how int8 is calibrat
     calibration_per_class: int = Field(64, ge=1)  # train images per class for int8 calibration
     seed: int = 0
     # 7-bit int8 weights, so that a file scores the same on CPUs with and without VNNI (experiments/int8_cpu.py)
-    int8_reduce_range: bool = False
+    int8_reduce_range: bool = True
 
     @field_validator("precisions")
     @classmethod
