@@ -161,7 +161,8 @@ def frontier(table: list[dict], curves: Path, out: Path) -> str:
             for method, g in df[df["kind"].isin(["scenario", "channel", "reinit"])].groupby("method"):
                 g = g.sort_values("round")
                 kind = g["kind"].iloc[0]
-                x = np.array([lat[(0, prec)]] * len(g) if kind == "scenario" else [lat.get((k, prec), np.nan) for k in g["round"]])
+                x = np.array([lat[(0, prec)]] * len(g) if kind == "scenario"
+                             else [lat.get((k, prec), np.nan) for k in g["round"]])
                 y, half = g[key].to_numpy(float), g[f"{key}_ci95"].fillna(0).to_numpy(float)
                 order = np.argsort(x, kind="stable")  # measured latency need not fall with every round: draw by x
                 x, y, half = x[order], y[order], half[order]

@@ -35,6 +35,7 @@ SPARSE = {"fp32": ("sparse_fp32.pt", torch.float32), "fp16": ("sparse_fp16.pt", 
 ONNX_FILE = FILES["fp32"]
 DEPLOY_FILE = "deploy.json"
 
+
 def positive_class_of(params) -> str:
     """The positive class's name as deploy.json states it."""
     return "malignant" if params.data.source == "isic" else params.data.positive_class
