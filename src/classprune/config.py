@@ -124,7 +124,8 @@ class Evaluate(_Strict):
 
 class Run(_Strict):
     scenarios: list[str] = ["red", "blue", "black", "green"]  # weight tickets
-    channel_scenarios: list[str] = ["red", "black"]  # channel tickets (prune.channel) beside the weight ones
+    # channel tickets (prune.channel) beside the weight ones; unset means none (params.yaml opts in)
+    channel_scenarios: list[str] = []
     seeds: list[int] = [0, 1, 2, 3, 4]
 
     @field_validator("scenarios", "channel_scenarios")
