@@ -125,8 +125,9 @@ def test_refill_keeps_the_channels_with_most_unstructured_survivors_where_l1_kee
 
 @pytest.fixture(scope="module")
 def channel_chain(tmp_path_factory):
-    """Four rounds of a channel chain as the pipeline runs them (lottery.run_chain), in a throw-away project
-    over a small decoded cache, then evaluated by the evaluate stage's code."""
+    """Four rounds of a channel chain as the pipeline runs them (lottery.run_chain: the weight chain's rounds 0
+    and 1, then lt_ch's run_channel_chain), in a throw-away project over a small decoded cache, then evaluated
+    by the evaluate stage's code."""
     from classprune import lottery
     from classprune.config import Params
     from classprune.evaluation import evaluate_chain
@@ -182,6 +183,35 @@ def test_compact_network_computes_the_masked_networks_logits_on_the_test_images(
             assert ch.macs_and_params(small, 64)[0] < dense_macs
 
 
+def test_the_channel_tickets_dense_round_is_the_weight_chains_and_training_it_again_gives_the_same_bytes(
+        channel_chain, tmp_path):
+    """lt_ch copies rounds 0 and 1 from the weight chain instead of training round 1 again: that is only right
+    if the compact network's dense round, trained from the channel ticket's round 0, is the weight round."""
+    import shutil
+
+    from classprune import io, lottery
+    from classprune.masks import load_mask
+
+    params, work, _ = channel_chain
+    weight, ticket = work / "models" / "black" / "seed_0", work / "models" / "black-channel" / "seed_0"
+    for k in (0, 1):
+        for name in ("weights.pt", "rewound.pt"):
+            assert (ticket / f"round_{k}" / name).read_bytes() == (weight / f"round_{k}" / name).read_bytes()
+        mask = load_mask(ticket / f"round_{k}" / "mask.pt")
+        units = lottery.channel_units(params, lottery.build(params, 0, io.load_torch(weight / "round_0" / "weights.pt")))
+        assert set(mask) == set(ch.full_channel_mask(lottery.build(params, 0), units)) and all(m.all() for m in mask.values())
+    again = tmp_path / "again"
+    shutil.copytree(work, again, symlinks=True, ignore=shutil.ignore_patterns("round_[1-9]*", "reports"))
+    cwd = os.getcwd()
+    os.chdir(again)
+    try:
+        lottery.train_round(params, "black", 0, 1, "channel")  # the dense round trained as a channel round
+    finally:
+        os.chdir(cwd)
+    assert (again / "models" / "black-channel" / "seed_0" / "round_1" / "weights.pt").read_bytes() == \
+        (weight / "round_1" / "weights.pt").read_bytes()
+
+
 def test_evaluation_reports_the_compact_networks_macs_and_parameters(channel_chain):
     import json
 
@@ -214,8 +244,9 @@ def test_reinit_control_trains_the_tickets_compact_architecture_from_a_fresh_ini
     rounds = work / "reports" / "rounds" / "seed_0"
     ticket = json.loads((rounds / "black-channel.json").read_text())["rounds"]
     control = json.loads((rounds / "black-channel-reinit.json").read_text())
-    assert control["kind"] == "reinit" and [r["round"] for r in control["rounds"]] == [r["round"] for r in ticket]
-    assert [r["remaining"] for r in control["rounds"]] == [r["remaining"] for r in ticket]
+    pruned = [r for r in ticket if r["round"] > 1]  # the dense round has no pruned architecture to control for
+    assert control["kind"] == "reinit" and [r["round"] for r in control["rounds"]] == [r["round"] for r in pruned]
+    assert [r["remaining"] for r in control["rounds"]] == [r["remaining"] for r in pruned]
     assert all(0 <= r[s]["auc"] <= 1 for r in control["rounds"] for s in ("val", "test"))
     d = work / "models" / "black-channel" / "seed_0"
     mask, w0 = load_mask(d / "round_4" / "mask.pt"), io.load_torch(d / "round_0" / "weights.pt")
@@ -259,14 +290,30 @@ def test_invalid_channel_params_are_one_line_naming_the_key(tmp_path, prune, nee
     assert needle in str(err.value) and "\n" not in str(err.value)
 
 
-def test_a_layer_list_naming_no_conv_layer_is_refused_by_the_init_stage_and_nothing_is_written(tmp_path):
+def test_a_layer_list_naming_no_conv_layer_is_refused_by_the_chain_stage_and_nothing_is_written(tmp_path):
     _params_file(tmp_path, {"channel_scenarios": ["red"]}, channel={"layers": ["features.3", "classifier.1"]})
-    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "init_ch.py"), "--scenario", "red", "--seed", "0"],
+    init = subprocess.run([sys.executable, str(ROOT / "stages" / "init.py"), "--scenario", "red", "--seed", "0"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert init.returncode == 0, init.stderr[-2000:]  # the weight chain's W0, which the channel ticket starts from
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "lt_ch.py"), "--scenario", "red", "--seed", "0"],
                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
     assert "classifier.1" in lines[0] and "not a Conv2d" in lines[0], lines[0]
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["red"]
+
+
+def test_the_channel_chain_stage_without_its_weight_chains_dense_round_is_one_line_and_writes_nothing(tmp_path):
+    _params_file(tmp_path, {"channel_scenarios": ["red"]})
+    init = subprocess.run([sys.executable, str(ROOT / "stages" / "init.py"), "--scenario", "red", "--seed", "0"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert init.returncode == 0, init.stderr[-2000:]
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "lt_ch.py"), "--scenario", "red", "--seed", "0"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "models/red/seed_0/round_1/weights.pt not found" in lines[0], lines[0]
+    assert sorted(p.name for p in (tmp_path / "models").iterdir()) == ["red"]
 
 
 def test_a_network_the_dependency_graph_cannot_trace_is_a_one_line_error():

@@ -63,6 +63,20 @@ def write_npz(path: str | os.PathLike, arrays: dict[str, Any]) -> None:
                 np.lib.format.write_array(f, np.asarray(arrays[name]), allow_pickle=False)
 
 
+def copy(src: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """``src`` (a file or a directory) copied to ``dst`` atomically: the same bytes, so the same DVC hash."""
+    src = Path(src)
+    if not src.exists():
+        from .errors import CheckpointError
+
+        raise CheckpointError(f"not found: {src}; run the stage that writes it first")
+    with atomic_path(dst, is_dir=src.is_dir()) as tmp:
+        if src.is_dir():
+            shutil.copytree(src, tmp, dirs_exist_ok=True)
+        else:
+            shutil.copyfile(src, tmp)
+
+
 def read_json(path: str | os.PathLike) -> Any:
     return json.loads(Path(path).read_text())
 

@@ -2,7 +2,8 @@
 
 ``run_chain`` is the whole loop in one process, for tests and for users who want one chain without DVC. The
 DVC pipeline runs the same ``train_round`` once per stage (one process per round), so there is one
-implementation. Round k = 1 trains the dense W0; round k > 1 prunes ``prune.rate`` of the weights that
+implementation; a channel ticket is one stage per chain (``run_channel_chain``), its compact rounds being
+cheaper than a stage's start-up. Round k = 1 trains the dense W0; round k > 1 prunes ``prune.rate`` of the weights that
 survived round k-1 by the criterion, rewinds the survivors and trains. With late rewinding
 (``prune.rewind_iteration`` = j > 0) the rewind point is the weights after j steps of round 1.
 """
@@ -77,28 +78,17 @@ def channel_units(params: Params, model: torch.nn.Module):
     return units(model, params.prune.channel.layers, params.data.image_size)
 
 
-def init(params: Params, scenario: str, seed: int, granularity: str = "weight") -> None:
-    """Round 0 of a chain: W0 and the all-ones mask. W0 depends on the seed only: every scenario shares it;
-    the mask covers the prunable weights, or for a channel chain every parameter tied to a channel."""
+def init(params: Params, scenario: str, seed: int) -> None:
+    """Round 0 of a chain: W0 and the all-ones mask. W0 depends on the seed only: every scenario shares it."""
     from .masks import full_mask, save_mask
 
     model = build(params, seed)
-    out = round_paths(params, scenario, seed, 0, granularity)
-    if granularity == "channel":
-        from .channels import full_channel_mask
-
-        mask = full_channel_mask(model, channel_units(params, model))
-    else:
-        mask = full_mask(model, params.prune.include_biases, params.prune.ignore)
+    out = round_paths(params, scenario, seed, 0)
+    mask = full_mask(model, params.prune.include_biases, params.prune.ignore)
     state = state_to_cpu(model.state_dict())
     io.save_torch(out.weights, state)
     io.save_torch(out.rewound, state)
     save_mask(mask, out.mask)
-
-
-def init_channel(params: Params, scenario: str, seed: int) -> None:
-    """Round 0 of a scenario's channel ticket."""
-    init(params, scenario, seed, "channel")
 
 
 def next_mask(params: Params, granularity: str, seed: int, trained: dict, start: dict, mask: dict) -> dict:
@@ -173,12 +163,45 @@ def train_round(params: Params, scenario: str, seed: int, k: int, granularity: s
     return {"gamma": gamma, "final_loss": losses[-1], "remaining": remaining(mask)}
 
 
-def train_channel_round(params: Params, scenario: str, seed: int, k: int) -> dict:
-    """Round k of a scenario's channel ticket."""
-    return train_round(params, scenario, seed, k, "channel")
+def adopt_dense_rounds(params: Params, scenario: str, seed: int) -> None:
+    """Rounds 0 and 1 of a scenario's channel ticket, taken from its weight chain with the full channel mask:
+    the same W0 and the same dense round (same loss, data order and steps: byte for byte the same weights), so
+    they are copied, not computed again. The layer list is checked before anything is written."""
+    from .channels import full_channel_mask
+    from .masks import save_mask
+
+    weight = [round_paths(params, scenario, seed, j) for j in (0, 1)]
+    model = build(params, seed, io.load_torch(weight[0].weights))
+    mask = full_channel_mask(model, channel_units(params, model))
+    for j, src in enumerate(weight):
+        if not src.weights.is_file():
+            raise DataError(f"{src.weights} not found; the channel ticket starts from {chain(scenario)}'s round "
+                            f"{j}: run its stage first")
+    for j, src in enumerate(weight):
+        out = round_paths(params, scenario, seed, j, "channel")
+        io.copy(src.weights, out.weights)
+        io.copy(src.rewound, out.rewound)
+        save_mask(mask, out.mask)
+        if j == 1:
+            io.copy(src.train_log, out.train_log)
 
 
-def run_chain(params: Params, scenario: str, seed: int, granularity: str = "weight") -> list[dict]:
-    """Alg. 1 for one scenario and seed, in this process: W0, then every round of ``prune.rounds``."""
-    init(params, scenario, seed, granularity)
-    return [train_round(params, scenario, seed, r.k, granularity) for r in params.prune.rounds]
+def run_channel_chain(params: Params, scenario: str, seed: int) -> dict:
+    """A scenario's channel ticket, every round in one process: rounds 0 and 1 adopted from the weight chain,
+    then each later round of ``prune.rounds`` prunes channels, rewinds and trains the compact network."""
+    adopt_dense_rounds(params, scenario, seed)
+    rounds = [train_round(params, scenario, seed, r.k, "channel") for r in params.prune.rounds if r.k > 1]
+    return {"method": chain(scenario, "channel"), "seed": seed, "remaining": [r["remaining"] for r in rounds],
+            "final_loss": [r["final_loss"] for r in rounds]}
+
+
+def run_chain(params: Params, scenario: str, seed: int, granularity: str = "weight") -> list[dict] | dict:
+    """Alg. 1 for one scenario and seed, in this process: W0, then every round of ``prune.rounds``; a channel
+    ticket after the weight chain's rounds 0 and 1 (trained here when absent)."""
+    if granularity == "channel":
+        if not round_paths(params, scenario, seed, 1).weights.is_file():
+            init(params, scenario, seed)
+            train_round(params, scenario, seed, 1)
+        return run_channel_chain(params, scenario, seed)
+    init(params, scenario, seed)
+    return [train_round(params, scenario, seed, r.k) for r in params.prune.rounds]

@@ -2,7 +2,8 @@
 branch): each level's compact architecture from a fresh random init, trained as the ticket's round is.
 
 If it matches the ticket, the ticket's value lies in the architecture the pruning found, not in W0's
-surviving weights. The same loss, steps, data order and dropout seed as the ticket's round k; only the
+surviving weights. Pruned levels only: round 1 is the dense network, no architecture the pruning found (from
+scratch it would compare pretraining with none, and it cost a third of the control). The same loss, steps, data order and dropout seed as the ticket's round k; only the
 initial weights differ: every layer re-initialised by PyTorch's default for its own (compact) shape, from a
 seed no ticket uses, so the pretrained features are not kept either (as Liu et al. train from scratch).
 """
@@ -10,7 +11,6 @@ from __future__ import annotations
 
 import torch
 
-from . import io
 from .config import Params
 from .device import log_device, set_threads, stage_device, state_to_cpu
 from .paths import reinit_method, round_paths
@@ -47,7 +47,7 @@ def reinit_channel(params: Params, scenario: str, seed: int) -> dict:
     device = stage_device(params.train.device, f"{method} seed {seed}", log=False)
     log_device(device, f"{method} seed {seed}")
     t, rounds = params.train, []
-    for r in params.prune.rounds:
+    for r in (r for r in params.prune.rounds if r.k > 1):
         mask = load_mask(round_paths(params, scenario, seed, r.k, "channel").mask)
         model, grow = fresh_compact(params, seed, mask)
         initial = grow(state_to_cpu(model.state_dict()))
