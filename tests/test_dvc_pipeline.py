@@ -149,7 +149,10 @@ def test_repro_writes_the_artifact_contract(project):
         macs = [rd["macs"] for rd in result["rounds"]]
         assert result["kind"] == "channel" and macs == sorted(macs, reverse=True) and macs[-1] < macs[0]
         reinit = json.loads((proj / "reports" / "rounds" / f"seed_{seed}" / f"{sc}-channel-reinit.json").read_text())
-        assert [rd["remaining"] for rd in reinit["rounds"]] == [rd["remaining"] for rd in result["rounds"]]
+        assert [rd["remaining"] for rd in reinit["rounds"]] == [rd["remaining"] for rd in result["rounds"][1:]]
+        dense = proj / "models" / sc / f"seed_{seed}" / "round_1"  # the chain's dense round is the weight chain's
+        assert (dense / "weights.pt").read_bytes() == (proj / "models" / f"{sc}-channel" / f"seed_{seed}" / "round_1"
+                                                       / "weights.pt").read_bytes()
     metrics = json.loads((proj / "reports" / "metrics.json").read_text())
     assert set(metrics) == (set(scenarios) | set(params["baselines"]["methods"])
                             | {f"{sc}-channel" for sc in channel} | {f"{sc}-channel-reinit" for sc in channel})

@@ -45,6 +45,10 @@ def test_dag_is_dvc_order_with_upstream_edges(project):
     assert {"evaluate@red-0", "evaluate@black-0"} <= set(by["report"].upstream)
     assert {"cache", "report"} <= set(by["export"].upstream)
     assert {"cache", "report"} <= set(by["export_ch@black"].upstream)   # the tiny profile's channel ticket
+    # a channel ticket is one stage per chain, from the weight chain's W0 and dense round; its evaluation and
+    # control read the chain
+    assert set(by["lt_ch@black-0"].upstream) == {"cache", "init@black-0", "lt@black-0-level0"}
+    assert set(by["eval_ch@black-0"].upstream) == set(by["reinit@black-0"].upstream) == {"cache", "lt_ch@black-0"}
 
 
 def _short(s):

@@ -131,7 +131,8 @@ def channel_markdown(params: Params, agg: pd.DataFrame, paired: pd.DataFrame, bu
              "multiply-accumulates of one image through the compact network, of the dense network's (the "
              "ticket's round 1); `params`: its parameter count (both Torch-Pruning's counts, mean over seeds). "
              "`reinit`: the control, the same compact architecture from a fresh random init trained the same "
-             "way (Liu et al. 2019); a ticket that does not beat it is its architecture, not its initialisation.",
+             "way (Liu et al. 2019); a ticket that does not beat it is its architecture, not its initialisation. "
+             "Pruned levels only (n/a at the dense round: no architecture the pruning found).",
              "", "| method | remaining % | MACs % | params | AUC | FNR | FPR | const | reinit AUC | reinit FNR "
              "| reinit const |", "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
     for s in scen:
