@@ -55,7 +55,7 @@ def machine() -> dict[str, Any]:
         affinity = len(os.sched_getaffinity(0))
     except AttributeError:  # not on Linux
         affinity = os.cpu_count()
-    from classprune.onnx_files import cpu_features
+    from classprune.edge.onnx_files import cpu_features
 
     cpu = cpu_features()
     try:

@@ -3,7 +3,7 @@
 Per channel level L = 0..6 (each conv layer keeps (1 - p)^L of its channels, p = 1 - sqrt(0.5): what
 ``prune.rate`` 0.5 gives), one SGD step of the pipeline's loss (ClassDependentLoss, gamma 1/5, lambda 5,
 momentum 0.9, clip 2.0) at 64 px, batch 32: the masked step as ``train_masked`` runs a weight ticket, and the
-same step on ``classprune.channels.compact``'s network, which is what a channel round trains. Interleaved
+same step on ``classprune.lottery.channels.compact``'s network, which is what a channel round trains. Interleaved
 medians, so the ratio holds on a busy machine. MACs are Torch-Pruning's count of the compact network.
 
     python benchmarks/bench_channel_step.py [--reps 20] [--threads 1]
@@ -25,11 +25,11 @@ TARGET = 0.5  # the sparsest level's compact step at most half the masked one
 
 
 def _steppers(level: int, size: int, batch: int):
-    from classprune import channels as ch
-    from classprune.losses import ClassDependentLoss
-    from classprune.masks import apply_mask, keep_bits
-    from classprune.model import build_model
-    from classprune.train import masked_step
+    from classprune.lottery import channels as ch
+    from classprune.lottery.losses import ClassDependentLoss
+    from classprune.lottery.masks import apply_mask, keep_bits
+    from classprune.models.network import build_model
+    from classprune.lottery.train import masked_step
 
     model = build_model(seed=0, dropout=0.0)
     units = ch.units(model, "conv", size)

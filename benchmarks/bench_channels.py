@@ -6,7 +6,7 @@ intra-op thread and at all cores, every case of one thread setting interleaved (
 file, medians and ratios to it:
 
 * every channel level of params.yaml's rule (prune.channel, prune.rounds) as a stand-in: AlexNet-256-8-8-2
-  compacted by the same code (classprune.channels) to the channel counts that level has. With the layerwise
+  compacted by the same code (classprune.lottery.channels) to the channel counts that level has. With the layerwise
   scope those counts are the same for every seed and trained weights (each layer keeps its share of its live
   channels), and latency depends on the shapes, not on the values; with scope global they depend on the
   trained weights, so only the exports below say what a trained ticket runs at;
@@ -48,7 +48,7 @@ def _calibration(size: int) -> list[np.ndarray]:
 
 def _write(model, size: int, d: Path) -> dict[str, Path]:
     """fp32 and int8 ONNX files of ``model`` in ``d``, by the export's own code."""
-    from classprune import onnx_files
+    from classprune.edge import onnx_files
 
     d.mkdir(parents=True)
     fp32, int8 = d / onnx_files.FILES["fp32"], d / onnx_files.FILES["int8"]
@@ -61,9 +61,9 @@ def level_stand_ins(params, tmp: Path) -> list[dict]:
     """The dense network (round 0 here: the reference) and each round's compact network, as ONNX files."""
     import torch
 
-    from classprune.channels import alive, compact, full_channel_mask, macs_and_params, prune_channels, units
-    from classprune.masks import apply_mask
-    from classprune.model import build_model
+    from classprune.lottery.channels import alive, compact, full_channel_mask, macs_and_params, prune_channels, units
+    from classprune.lottery.masks import apply_mask
+    from classprune.models.network import build_model
 
     size, c = params.data.image_size, params.prune.channel
     torch.manual_seed(0)
@@ -108,7 +108,7 @@ def channel_exports(export: Path) -> list[dict]:
 
 def time_files(files: dict[str, Path], size: int, reps: int, threads: int) -> dict[str, dict[str, float]]:
     """Median seconds per run of every file at batch 1 and 32, all files interleaved."""
-    from classprune import onnx_files
+    from classprune.edge import onnx_files
 
     sessions = {k: onnx_files.session(p, threads=threads) for k, p in files.items()}
     out: dict[str, dict[str, float]] = {k: {} for k in files}

@@ -2,7 +2,7 @@
 
 Sizes: AlexNet-256-8-8-2 pruned (layerwise top magnitude, as a round's mask) to 100 / 12.5 / 1.5625 %
 remaining, saved as a dense ``weights.pt`` like a train stage does, then exported by
-``classprune.export.export_model``; the target is sparse fp16 <= 3 % of the dense checkpoint at 1.56 %.
+``classprune.edge.export.export_model``; the target is sparse fp16 <= 3 % of the dense checkpoint at 1.56 %.
 
 Latency: one image (batch 1) at 64 and 224 px, the torch model (eval, no_grad, dense tensors as in
 weights.pt) against the exported ONNX model in onnxruntime with the same number of threads, each for the
@@ -29,9 +29,9 @@ TARGET = 0.03
 
 
 def _round(tmp: Path, keep: float) -> tuple[Path, Path]:
-    from classprune.masks import full_mask, save_mask
-    from classprune.model import build_model
-    from classprune.pruning import keep_top
+    from classprune.lottery.masks import full_mask, save_mask
+    from classprune.models.network import build_model
+    from classprune.lottery.pruning import keep_top
 
     model = build_model(seed=0)
     state = model.state_dict()
@@ -46,7 +46,7 @@ def _round(tmp: Path, keep: float) -> tuple[Path, Path]:
 
 
 def sizes(tmp: Path) -> list[dict]:
-    from classprune.export import export_model, measure_sizes
+    from classprune.edge.export import export_model, measure_sizes
 
     out = []
     meta = {"image_size": 64, "mean": [0.5] * 3, "std": [0.25] * 3}
@@ -62,8 +62,8 @@ def latency(tmp: Path, reps: int, threads: int) -> dict[int, dict[str, float]]:
     """Median seconds per image (batch 1): torch and onnxruntime, each on the dense (100 %) and the 1.56 % model."""
     import onnxruntime as ort
 
-    from classprune.onnx_files import export_onnx
-    from classprune.sparse import load_sparse
+    from classprune.edge.onnx_files import export_onnx
+    from classprune.edge.sparse import load_sparse
 
     result = {}
     for size in (64, 224):

@@ -1,10 +1,10 @@
 """Training throughput on one device: the pipeline's masked AlexNet-256-8-8-2 vs the same torchvision AlexNet in a bare loop.
 
 Why: the GPU path (train.device: auto | cuda) must not cost much over the plainest training loop torch offers.
-Ours is ``classprune.train.train_masked`` as an LT round runs it (a 1.56 %-remaining mask of the pipeline's
+Ours is ``classprune.lottery.train.train_masked`` as an LT round runs it (a 1.56 %-remaining mask of the pipeline's
 rule, the black scenario's class-dependent loss, SGD with momentum and clipping, pruned gradients and
 weights zeroed every step, the per-step loss check); the reference is the same network (torchvision's
-AlexNet with the 256-8-8-2 head, ``classprune.model.build_model``, unmasked) trained by the plainest loop:
+AlexNet with the 256-8-8-2 head, ``classprune.models.network.build_model``, unmasked) trained by the plainest loop:
 CrossEntropyLoss, plain SGD, nothing else. So the ratio is the cost of the pipeline's machinery, not of the
 network (torchvision's default 4096-wide head would make the reference 20 times larger). Same device, batch, image size and steps, on random
 tensors already on the device (no data loading), deterministic kernels as the stages set them; repetitions
@@ -60,10 +60,10 @@ def _batch(batch: int, size: int, device: torch.device, seed: int = 0):
 
 def candidate(params, device: torch.device, keep: float = KEEP, seed: int = 0):
     """AlexNet-256-8-8-2 rewound to W0 under a ``keep`` mask of the profile's pruning rule, and its loss."""
-    from classprune.losses import ClassDependentLoss, resolve_gamma
-    from classprune.masks import full_mask
-    from classprune.model import build_model
-    from classprune.pruning import keep_top, rewind
+    from classprune.lottery.losses import ClassDependentLoss, resolve_gamma
+    from classprune.lottery.masks import full_mask
+    from classprune.models.network import build_model
+    from classprune.lottery.pruning import keep_top, rewind
 
     model = build_model("none", seed=seed, dropout=params.model.dropout)
     w0 = {n: t.clone() for n, t in model.state_dict().items()}
@@ -82,8 +82,8 @@ def pruned_zero(model: torch.nn.Module, mask: dict) -> bool:
 
 def paper_stage(params, device: torch.device, steps: int, n_batches: int, batch: int | None = None) -> dict:
     """Seconds per LT-round step (after one warm-up step) and per evaluated image, at the profile's size."""
-    from classprune.metrics import predict
-    from classprune.train import sgd, train_masked
+    from classprune.evaluation.metrics import predict
+    from classprune.lottery.train import sgd, train_masked
 
     size, tb = params.data.image_size, batch or params.train.batch_size
     eb = batch or params.evaluate.batch_size
@@ -109,8 +109,8 @@ def paper_stage(params, device: torch.device, steps: int, n_batches: int, batch:
 def run(device: str = "auto", size: int = 64, batch: int = 32, steps: int = 20, reps: int = 5,
         threads: int | None = None, paper_steps: int = 5, paper_batches: int = 2, paper_batch: int | None = None) -> dict:
     from classprune.device import resolve_device, setup_determinism
-    from classprune.model import build_model
-    from classprune.train import sgd, train_masked
+    from classprune.models.network import build_model
+    from classprune.lottery.train import sgd, train_masked
 
     threads = set_threads(threads)
     dev = resolve_device(device)

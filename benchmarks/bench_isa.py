@@ -28,8 +28,8 @@ def _worker(reps: int, size: int, batch: int, threads: int) -> None:
     import torch
 
     import bench_step
-    from classprune.masks import keep_bits
-    from classprune.train import masked_step
+    from classprune.lottery.masks import keep_bits
+    from classprune.lottery.train import masked_step
 
     torch.set_num_threads(threads)
     x, y, loss_fn, _, model, _, mask = bench_step._setup(size, batch)

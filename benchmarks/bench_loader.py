@@ -75,8 +75,8 @@ def _image_folder(raw: Path, train_paths: set[str], size: int, mean, std):
 
 
 def _train_step(size: int):
-    from classprune.losses import ClassDependentLoss
-    from classprune.model import build_model
+    from classprune.lottery.losses import ClassDependentLoss
+    from classprune.models.network import build_model
 
     model = build_model(seed=0)
     model.train()

@@ -34,10 +34,10 @@ COLUMNS = ("scenario", "file", "load_ms", "batch1_ms", "batch32_ms", "load_vs_de
 
 def _stand_in(tmp: Path) -> dict[str, Path]:
     """An export of a 1.56 % model without data: fp32, fp16, int8 (random calibration), each also sparse."""
-    from classprune import onnx_files
-    from classprune.masks import full_mask
-    from classprune.model import build_model
-    from classprune.pruning import keep_top
+    from classprune.edge import onnx_files
+    from classprune.lottery.masks import full_mask
+    from classprune.models.network import build_model
+    from classprune.lottery.pruning import keep_top
 
     model = build_model(seed=0)
     state = model.state_dict()
@@ -63,7 +63,7 @@ def _exports(export: Path) -> dict[str, Path]:
 
 
 def measure(d: Path, reps: int) -> list[dict]:
-    from classprune import onnx_files
+    from classprune.edge import onnx_files
 
     size = json.loads((d / "deploy.json").read_text())["image_size"] if (d / "deploy.json").is_file() else 64
     files = [f for f in onnx_files.FILES.values() if (d / f).is_file()]

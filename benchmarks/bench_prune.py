@@ -1,4 +1,4 @@
-"""Prune + rewind of the full AlexNet-256-8-8-2: classprune.pruning vs a per-index Python loop.
+"""Prune + rewind of the full AlexNet-256-8-8-2: classprune.lottery.pruning vs a per-index Python loop.
 
 The reference is the loop style of the authors' released code: for each tensor compute the score, find the
 indices to prune with ``torch.topk``, then write 0 into the mask and into the rewound weights one index at a
@@ -29,9 +29,9 @@ RATE = 0.5
 
 def _state(seed: int = 0):
     """W0, a 'trained' state (W0 plus small updates) and the all-ones mask of round 1."""
-    from classprune.masks import full_mask
+    from classprune.lottery.masks import full_mask
     from classprune.constants import NUM_PARAMETERS
-    from classprune.model import build_model, count_parameters
+    from classprune.models.network import build_model, count_parameters
 
     model = build_model(seed=seed)
     assert count_parameters(model) == NUM_PARAMETERS
@@ -42,7 +42,7 @@ def _state(seed: int = 0):
 
 
 def ours(trained, w0, mask):
-    from classprune.pruning import prune, rewind
+    from classprune.lottery.pruning import prune, rewind
 
     new_mask = prune(trained, w0, mask, RATE)
     return new_mask, rewind(w0, new_mask)
@@ -126,7 +126,7 @@ def run(reps: int = 5, subset: int = 20_000, threads: int | None = None) -> dict
         f"prune+rewind, AlexNet-256-8-8-2 ({n_params:,} params, {len(mask)} prunable tensors), round 1 "
         f"(prune {total:,} of {n_params:,} weights at rate {RATE}), {threads} torch threads, "
         f"median of {reps} interleaved repetitions",
-        f"  classprune.pruning.prune + rewind: {t_o * 1e3:.1f} ms",
+        f"  classprune.lottery.pruning.prune + rewind: {t_o * 1e3:.1f} ms",
         f"  per-index loop reference: vectorised part (scores + topk) {median(t_vec) * 1e3:.1f} ms measured; "
         f"loop measured on {looped:,} random indices ({median(per_index) * 1e6:.2f} us per index) and "
         f"extrapolated linearly to all {total:,}: {t_r:.2f} s",

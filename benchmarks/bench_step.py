@@ -1,6 +1,6 @@
 """One masked training step vs the same dense step: AlexNet-256-8-8-2, 64 px, batch 32.
 
-Masked: forward, loss, backward, ``classprune.train.masked_step`` (mask the gradients, clip, SGD step,
+Masked: forward, loss, backward, ``classprune.lottery.train.masked_step`` (mask the gradients, clip, SGD step,
 re-mask the weights) with a 50 % bool mask, as ``train_masked`` passes it; dense: the same without the two
 masking passes. A third, informational case runs masked_step with float32 masks. Both use the
 pipeline's loss (ClassDependentLoss, gamma 1/5, lambda 5), SGD with momentum 0.9 and gradient clipping 1.0,
@@ -24,10 +24,10 @@ TARGET = 1.05
 
 
 def _setup(size: int, batch: int, seed: int = 0):
-    from classprune.losses import ClassDependentLoss
-    from classprune.masks import full_mask
-    from classprune.model import build_model
-    from classprune.pruning import prune, rewind
+    from classprune.lottery.losses import ClassDependentLoss
+    from classprune.lottery.masks import full_mask
+    from classprune.models.network import build_model
+    from classprune.lottery.pruning import prune, rewind
 
     g = torch.Generator().manual_seed(seed)
     x = torch.randn(batch, 3, size, size, generator=g)
@@ -45,8 +45,8 @@ def _setup(size: int, batch: int, seed: int = 0):
 
 
 def run(reps: int = 30, size: int = 64, batch: int = 32, threads: int | None = None, grad_clip: float = 1.0) -> dict:
-    from classprune.masks import keep_bits
-    from classprune.train import first_nonfinite, masked_step
+    from classprune.lottery.masks import keep_bits
+    from classprune.lottery.train import first_nonfinite, masked_step
 
     threads = set_threads(threads)
     x, y, loss_fn, dense, masked, masked_f, mask = _setup(size, batch)

@@ -1,6 +1,6 @@
 """What the training curves cost: an LT round's training steps with DVCLive logging every step vs without.
 
-``classprune.train.train_masked`` on AlexNet-256-8-8-2 at 64 px, batch 32, one thread, a 1.56 % mask and
+``classprune.lottery.train.train_masked`` on AlexNet-256-8-8-2 at 64 px, batch 32, one thread, a 1.56 % mask and
 black's loss (ranking part on), ``--steps`` steps per repetition, with ``log=TrainLog(dir)`` (the loss parts
 from the detached logits, lr, gradient norm, DVCLive's per-step TSV rows) and with ``log=None``,
 repetitions interleaved (ABBA), medians. Target: under 2 % of a step.
@@ -24,12 +24,12 @@ TARGET = 1.02
 
 
 def run(steps: int = 40, reps: int = 8, threads: int | None = 1) -> dict:
-    from classprune.losses import ClassDependentLoss
-    from classprune.masks import full_mask
-    from classprune.model import build_model
-    from classprune.pruning import keep_top
-    from classprune.train import train_masked
-    from classprune.trainlog import TrainLog
+    from classprune.lottery.losses import ClassDependentLoss
+    from classprune.lottery.masks import full_mask
+    from classprune.models.network import build_model
+    from classprune.lottery.pruning import keep_top
+    from classprune.lottery.train import train_masked
+    from classprune.lottery.trainlog import TrainLog
 
     threads = set_threads(threads)
     model = build_model("none", seed=0, dropout=0.0)

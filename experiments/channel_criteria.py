@@ -2,7 +2,7 @@
 
 Candidates (prune.channel.criterion / scope): the filter's L1 norm (Li et al. 2017) per layer and global,
 Torch-Pruning's group L2 norm with its mean normaliser (global), Chen et al.'s refill (ICML 2022) per layer
-and global. Each runs the pipeline's own training (classprune.lottery.train_round) for red and black, 5
+and global. Each runs the pipeline's own training (classprune.lottery.runner.train_round) for red and black, 5
 seeds, every round of prune.rounds, on this checkout's data/cache and pretrained W0 features. Round 1 (the dense network, which no criterion has touched yet) is trained once per scenario and
 seed and shared by every candidate. Every round is scored on val only, by its compact network and the
 evaluate stage's metric code: the test split is never scored here.
@@ -68,11 +68,12 @@ def workdir(name: str, source: Path) -> Path:
 def evaluate_val(params, scenario: str, seed: int) -> list[dict]:
     """Every round of the chain on val only, scored by its compact network (whose logits equal the masked
     network's, tests/test_channels.py) with the evaluate stage's metric code."""
-    from classprune import io, lottery
-    from classprune.channels import compact, macs_and_params
-    from classprune.diagnose import score_constant
-    from classprune.masks import load_mask, remaining
-    from classprune.metrics import binary_metrics, predict
+    from classprune import io
+    from classprune.lottery import runner as lottery
+    from classprune.lottery.channels import compact, macs_and_params
+    from classprune.evaluation.diagnose import score_constant
+    from classprune.lottery.masks import load_mask, remaining
+    from classprune.evaluation.metrics import binary_metrics, predict
 
     rows, val = [], lottery.train_loader(params, "val", train=False)
     for r in params.prune.rounds:
@@ -91,7 +92,7 @@ def evaluate_val(params, scenario: str, seed: int) -> list[dict]:
 
 def run_unit(scenario: str, seed: int, source: Path) -> str:
     """The dense round once, then every candidate's later rounds and their val scores, in this process."""
-    from classprune import lottery
+    from classprune.lottery import runner as lottery
     from classprune.device import set_threads
     from classprune.paths import chain
 

@@ -64,7 +64,7 @@ def score_native(model: Path, x: np.ndarray) -> np.ndarray:
 
 
 def _split(cache: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
-    from classprune.shipped import batches
+    from classprune.edge.shipped import batches
 
     labels, xs = batches(cache, split, 256)
     return labels, np.concatenate(list(xs))
@@ -72,10 +72,10 @@ def _split(cache: Path, split: str) -> tuple[np.ndarray, np.ndarray]:
 
 def compare(model_dir: Path, params, cache: Path, workdir: Path) -> list[dict]:
     """Per candidate and CPU kind: val/test AUC, FNR, FPR at the val threshold chosen natively; flips across kinds."""
-    from classprune import onnx_files
-    from classprune.export import calibration
-    from classprune.metrics import binary_metrics, operating_threshold
-    from classprune.shipped import why_not
+    from classprune.edge import onnx_files
+    from classprune.edge.export import calibration
+    from classprune.evaluation.metrics import binary_metrics, operating_threshold
+    from classprune.edge.shipped import why_not
 
     data = {s: _split(cache, s) for s in ("val", "test")}
     files = {"fp32": model_dir / onnx_files.FILES["fp32"]}
@@ -153,7 +153,7 @@ def main(argv=None) -> None:
     import pandas as pd
 
     from classprune.config import load_params
-    from classprune.onnx_files import cpu_features
+    from classprune.edge.onnx_files import cpu_features
 
     with tempfile.TemporaryDirectory() as tmp:
         rows = compare(a.model, load_params(a.params), a.cache, Path(tmp))

@@ -24,7 +24,7 @@ from pathlib import Path
 import pandas as pd
 import yaml
 
-from classprune.report import diagnosis_columns
+from classprune.reporting.report import diagnosis_columns
 
 ROOT = Path(__file__).resolve().parents[1]
 COMMON = {"run.scenarios": ["red", "black"], "run.seeds": [0, 1, 2, 3, 4], "baselines.methods": []}
@@ -141,7 +141,7 @@ def table(df: pd.DataFrame) -> str:
     out += _grid(agg, lambda r: f"{r.features:.0f} / {r.head:.1f}")
     dead = df[df["score_constant"].astype(bool)]
     causes = dead.groupby(["rule", "scenario", "cause"]).size()
-    out += ["", "Causes of the dead models (first that applies in the forward pass; classprune.diagnose): "
+    out += ["", "Causes of the dead models (first that applies in the forward pass; classprune.evaluation.diagnose): "
             + ("; ".join(f"{rule} {sc}: {n} {cause}" for (rule, sc, cause), n in causes.items()) or "none") + "."]
     return "\n".join(out) + "\n"
 

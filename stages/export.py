@@ -1,4 +1,4 @@
-"""DVC stage `export`: see classprune.export / classprune.cli."""
+"""DVC stage `export`: see classprune.edge.export / classprune.cli."""
 from classprune.cli import run_stage
 
 if __name__ == "__main__":

@@ -1,4 +1,4 @@
-"""DVC stage `export_ch`: see classprune.compaction / classprune.cli."""
+"""DVC stage `export_ch`: see classprune.edge.compaction / classprune.cli."""
 from classprune.cli import run_stage
 
 if __name__ == "__main__":

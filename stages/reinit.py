@@ -1,4 +1,4 @@
-"""DVC stage `reinit`: the random-reinit control of a channel ticket. See classprune.reinit."""
+"""DVC stage `reinit`: the random-reinit control of a channel ticket. See classprune.lottery.reinit."""
 from classprune.cli import run_stage
 
 if __name__ == "__main__":

@@ -14,9 +14,9 @@ from PIL import Image
 
 from classprune.data.cache import build_cache
 from classprune.data.synthetic import render
-from classprune.masks import full_mask, save_mask
-from classprune.model import build_model
-from classprune.pruning import keep_top
+from classprune.lottery.masks import full_mask, save_mask
+from classprune.models.network import build_model
+from classprune.lottery.pruning import keep_top
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -12,10 +12,10 @@ from classprune.baselines import lobs as bl_lobs
 from classprune.baselines import mobilenet as bl_mobilenet
 from classprune.baselines import snip as bl_snip  # noqa: F401 - registers the "snip" criterion
 from classprune.errors import ClassPruneError, ConfigError
-from classprune.masks import full_mask
+from classprune.lottery.masks import full_mask
 from classprune.constants import NUM_PARAMETERS
-from classprune.model import count_parameters
-from classprune.pruning import CRITERIA, keep_top, prune
+from classprune.models.network import count_parameters
+from classprune.lottery.pruning import CRITERIA, keep_top, prune
 
 
 def _tiny_net(seed=0):
@@ -153,7 +153,7 @@ def test_mobilenet_has_two_outputs_and_counts_against_alexnet():
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
     """A 60-image cache at 64 px and the red chain's W0 and dense round 1, as the DVC stages leave them."""
-    from classprune import lottery
+    from classprune.lottery import runner as lottery
     from classprune.config import Params
     from classprune.data import cache, sources, split, synthetic
 
@@ -181,7 +181,7 @@ def tiny_run(tmp_path_factory):
 @pytest.mark.parametrize("method,rounds", [("snip", [1, 2]), ("snip_trained", [1, 2]), ("lobs", [1, 2]),
                                            ("mobilenet", [1])])
 def test_stage_writes_round_jsons(tiny_run, monkeypatch, method, rounds):
-    from classprune.report import load_results
+    from classprune.reporting.report import load_results
 
     root, params = tiny_run
     monkeypatch.chdir(root)

@@ -10,9 +10,9 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from classprune.channels import alive, full_channel_mask, prune_channels, units
-from classprune.masks import apply_mask
-from classprune.model import build_model
+from classprune.lottery.channels import alive, full_channel_mask, prune_channels, units
+from classprune.lottery.masks import apply_mask
+from classprune.models.network import build_model
 
 BENCH = Path(__file__).resolve().parents[1] / "benchmarks"
 

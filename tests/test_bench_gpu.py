@@ -40,7 +40,7 @@ def test_tiny_cpu_run(bench):
 
 def test_candidate_mask_is_sparse(bench):
     """The candidate really is pruned to about KEEP of its prunable weights, and starts from zeros there."""
-    from classprune.masks import remaining
+    from classprune.lottery.masks import remaining
 
     model, mask, _ = bench.candidate(bench.paper_params(), torch.device("cpu"))
     assert remaining(mask) == pytest.approx(bench.KEEP, rel=0.05)

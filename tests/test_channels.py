@@ -1,4 +1,4 @@
-"""Channel lottery tickets (classprune.channels): whole channels pruned, masks that only shrink, criteria as
+"""Channel lottery tickets (classprune.lottery.channels): whole channels pruned, masks that only shrink, criteria as
 the literature defines them, and a compact network (Torch-Pruning) that computes what the masked one does."""
 from __future__ import annotations
 
@@ -12,11 +12,11 @@ import torch
 import yaml
 from torch import nn
 
-from classprune import channels as ch
+from classprune.lottery import channels as ch
 from classprune.constants import CHANNEL_CRITERIA
 from classprune.errors import ConfigError
-from classprune.masks import apply_mask, remaining_all
-from classprune.model import build_model, count_parameters
+from classprune.lottery.masks import apply_mask, remaining_all
+from classprune.models.network import build_model, count_parameters
 
 sys.path[:0] = [str(Path(__file__).parent)]
 from _project import ROOT, build_tiny_cache  # noqa: E402
@@ -128,9 +128,9 @@ def channel_chain(tmp_path_factory):
     """Four rounds of a channel chain as the pipeline runs them (lottery.run_chain: the weight chain's rounds 0
     and 1, then lt_ch's run_channel_chain), in a throw-away project over a small decoded cache, then evaluated
     by the evaluate stage's code."""
-    from classprune import lottery
+    from classprune.lottery import runner as lottery
     from classprune.config import Params
-    from classprune.evaluation import evaluate_chain
+    from classprune.evaluation.evaluate import evaluate_chain
 
     root = tmp_path_factory.mktemp("channel_chain")
     cache = build_tiny_cache(root / "data_src", n_positive=12, n_negative=38)
@@ -155,8 +155,9 @@ def channel_chain(tmp_path_factory):
 
 
 def test_compact_network_computes_the_masked_networks_logits_on_the_test_images(channel_chain):
-    from classprune import io, lottery
-    from classprune.masks import load_mask
+    from classprune import io
+    from classprune.lottery import runner as lottery
+    from classprune.lottery.masks import load_mask
 
     params, work, _ = channel_chain
     cwd = os.getcwd()
@@ -189,8 +190,9 @@ def test_the_channel_tickets_dense_round_is_the_weight_chains_and_training_it_ag
     if the compact network's dense round, trained from the channel ticket's round 0, is the weight round."""
     import shutil
 
-    from classprune import io, lottery
-    from classprune.masks import load_mask
+    from classprune import io
+    from classprune.lottery import runner as lottery
+    from classprune.lottery.masks import load_mask
 
     params, work, _ = channel_chain
     weight, ticket = work / "models" / "black" / "seed_0", work / "models" / "black-channel" / "seed_0"
@@ -230,9 +232,10 @@ def test_reinit_control_trains_the_tickets_compact_architecture_from_a_fresh_ini
     evaluated like the ticket (same remaining share, val and test metrics)."""
     import json
 
-    from classprune import io, lottery
-    from classprune.masks import load_mask
-    from classprune.reinit import fresh_compact, reinit_channel
+    from classprune import io
+    from classprune.lottery import runner as lottery
+    from classprune.lottery.masks import load_mask
+    from classprune.lottery.reinit import fresh_compact, reinit_channel
 
     params, work, _ = channel_chain
     cwd = os.getcwd()
@@ -333,8 +336,8 @@ def test_a_network_the_dependency_graph_cannot_trace_is_a_one_line_error():
 def test_training_the_compact_network_is_training_the_masked_one(tiny_loader):
     """A channel round may train the physically small network: in float64 its weights, grown back to full
     shape, equal masked training's (gradients of removed channels are zero either way)."""
-    from classprune.losses import ClassDependentLoss
-    from classprune.train import train_masked
+    from classprune.lottery.losses import ClassDependentLoss
+    from classprune.lottery.train import train_masked
 
     model = _alexnet(seed=1).double()
     units = ch.units(model, "conv", 64)

@@ -27,12 +27,12 @@ def _stale_deps(status: dict) -> dict[str, dict]:
 
 
 def test_stale_deps_are_found_and_missing_outputs_are_not():
-    status = {"lt@red-0-level1": [{"changed deps": {"src/classprune/train.py": "modified",
+    status = {"lt@red-0-level1": [{"changed deps": {"src/classprune/lottery/train.py": "modified",
                                                     "models/red/seed_0/round_1/mask.pt": "deleted"}},
                                   {"changed outs": {"models/red/seed_0/round_2/mask.pt": "not in cache"}}],
               "report": [{"changed deps": {"params.yaml": {"report.target_fnr": "modified"}}}],
               "split": [{"changed deps": {"data/prepared": "deleted"}}], "prepare": ["always changed"]}
-    assert _stale_deps(status) == {"lt@red-0-level1": {"src/classprune/train.py": "modified"},
+    assert _stale_deps(status) == {"lt@red-0-level1": {"src/classprune/lottery/train.py": "modified"},
                                    "report": {"params.yaml": {"report.target_fnr": "modified"}}}
 
 

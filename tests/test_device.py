@@ -13,12 +13,12 @@ from torch.utils._pytree import tree_flatten, tree_map
 
 from classprune import device as dev
 from classprune.errors import ConfigError
-from classprune.losses import ClassDependentLoss
-from classprune.masks import full_mask
-from classprune.metrics import evaluate
-from classprune.model import build_model
-from classprune.pruning import keep_top
-from classprune.train import train_masked
+from classprune.lottery.losses import ClassDependentLoss
+from classprune.lottery.masks import full_mask
+from classprune.evaluation.metrics import evaluate
+from classprune.models.network import build_model
+from classprune.lottery.pruning import keep_top
+from classprune.lottery.train import train_masked
 
 ROOT = Path(__file__).resolve().parents[1]
 TINY = ROOT / "profiles" / "tiny.yaml"
@@ -188,9 +188,10 @@ def test_loss_moves_gamma_with_to():
 def test_tiny_pipeline_with_device_cpu(tmp_path, monkeypatch, capsys):
     """`train.device: cpu` set explicitly (the tiny profile): data, init, a round trained, evaluated and pruned;
     the stage logs its device once, and the checkpoints hold CPU tensors that load weights_only."""
-    from classprune import evaluation, lottery
+    from classprune.evaluation import evaluate as evaluation
+    from classprune.lottery import runner as lottery
     from classprune.data import steps
-    from classprune.pretrain import pretrain as pretrain_step
+    from classprune.models.pretrain import pretrain as pretrain_step
     from classprune.config import load_params
 
     from classprune.profiles import merged_params

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from classprune.diagnose import CAUSES
+from classprune.evaluation.diagnose import CAUSES
 
 sys.path.insert(0, str(Path(__file__).parent))
 from _project import ROOT, git, make_project, stage_name  # noqa: E402

@@ -18,7 +18,7 @@ from _project import set_params  # noqa: E402
 
 from classprune import onnx_files  # noqa: E402
 from classprune.errors import CheckpointError, ExportError  # noqa: E402
-from classprune.metrics import allowed_misses, fnr_upper_bound, operating_threshold  # noqa: E402
+from classprune.evaluation.metrics import allowed_misses, fnr_upper_bound, operating_threshold  # noqa: E402
 
 EXPORT = "models/export/black"
 

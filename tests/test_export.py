@@ -14,11 +14,11 @@ from PIL import Image
 sys.path.insert(0, str(Path(__file__).parent))
 from _project import ROOT  # noqa: E402
 
-from classprune import export as ex  # noqa: E402
+from classprune.edge import export as ex  # noqa: E402
 from classprune import sizes  # noqa: E402
-from classprune import sparse as sp  # noqa: E402
+from classprune.edge import sparse as sp  # noqa: E402
 from classprune.errors import CheckpointError  # noqa: E402
-from classprune.model import build_model  # noqa: E402
+from classprune.models.network import build_model  # noqa: E402
 from _export_inputs import exported_project, pruned_round, run_in  # noqa: E402
 
 META = {"image_size": 64, "mean": [0.45, 0.43, 0.41], "std": [0.2, 0.21, 0.19]}  # export_model's own tests

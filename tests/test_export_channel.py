@@ -1,4 +1,4 @@
-"""The channel ticket shipped physically smaller (classprune.compaction, stage export_ch): its pruned channels
+"""The channel ticket shipped physically smaller (classprune.edge.compaction, stage export_ch): its pruned channels
 removed by Torch-Pruning, the compact ONNX files (fp32, int8) computing the masked network's logits and
 evaluated as shipped, deploy.json, `classprune predict --granularity channel`, and bad input."""
 from __future__ import annotations
@@ -18,10 +18,11 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _export_inputs import THRESHOLD, pruned_round, run_in, split_misses, write_images_and_cache  # noqa: E402
 from _project import ROOT, write_profile  # noqa: E402
 
-from classprune import channels as ch  # noqa: E402
-from classprune import onnx_files, shipped  # noqa: E402
-from classprune.masks import remaining, save_mask  # noqa: E402
-from classprune.model import build_model  # noqa: E402
+from classprune.lottery import channels as ch  # noqa: E402
+from classprune import shipped  # noqa: E402
+from classprune.edge import onnx_files
+from classprune.lottery.masks import remaining, save_mask  # noqa: E402
+from classprune.models.network import build_model  # noqa: E402
 
 RATE = 1 - 0.5 ** 0.5  # the default channel rate (prune.rate 0.5)
 ROUND = "models/black-channel/seed_0/round_3"
@@ -153,7 +154,7 @@ def test_int8_runs_is_evaluated_as_shipped_and_the_table_says_so(project):
 
 
 def test_deploy_json_carries_granularity_costs_provenance_and_the_weight_exports_preprocessing(project):
-    from classprune.export import deploy_info
+    from classprune.edge.export import deploy_info
 
     info = _deploy(project)
     meta = json.loads((project / "data/cache/meta.json").read_text())

@@ -7,7 +7,7 @@ import pandas as pd
 import yaml
 
 from classprune.config import load_params
-from classprune.figures import _offsets, level_label, majority_accuracy, plot_figure, run_title
+from classprune.reporting.figures import _offsets, level_label, majority_accuracy, plot_figure, run_title
 from classprune.profiles import merged_params
 
 ROOT = Path(__file__).resolve().parents[1]

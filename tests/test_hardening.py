@@ -153,7 +153,7 @@ def test_report_ignores_temporaries_left_in_reports_rounds_by_a_killed_writer(tm
     """The report reads the declared result files only, so a killed writer's temporary is never parsed."""
     from classprune.config import load_params
     from classprune.paths import declared_results
-    from classprune.report import load_results
+    from classprune.reporting.report import load_results
 
     import yaml
 
@@ -214,7 +214,7 @@ def test_refusal_names_the_blocked_code_and_does_not_advise_weights_only_false(t
 
 
 def test_load_mask_refuses_a_pickle_with_code(tmp_path):
-    from classprune.masks import load_mask
+    from classprune.lottery.masks import load_mask
 
     victim = tmp_path / "pwned.txt"
     torch.save(CodeInPickle(victim), tmp_path / "mask.pt")
@@ -268,7 +268,7 @@ def test_missing_checkpoint_is_a_checkpoint_error(tmp_path):
     pytest.param(torch.ones(2, dtype=torch.bool), id="bare-tensor"),
 ])
 def test_load_mask_refuses_what_is_not_a_dict_of_bool_tensors(tmp_path, obj):
-    from classprune.masks import load_mask
+    from classprune.lottery.masks import load_mask
 
     torch.save(obj, tmp_path / "mask.pt")
     with pytest.raises(CheckpointError) as err:
@@ -277,7 +277,7 @@ def test_load_mask_refuses_what_is_not_a_dict_of_bool_tensors(tmp_path, obj):
 
 
 def test_load_mask_round_trips(tmp_path):
-    from classprune.masks import load_mask, save_mask
+    from classprune.lottery.masks import load_mask, save_mask
 
     mask = {"a.weight": torch.rand(4, 4) > 0.5, "a.bias": torch.ones(4, dtype=torch.bool)}
     save_mask(mask, tmp_path / "mask.pt")
@@ -295,14 +295,15 @@ def tiny_cache(tmp_path_factory):
 
 
 def _lottery_chain(cache_dir: Path, workdir: Path, seed: int) -> dict:
-    """Two rounds of black as the pipeline runs them (classprune.lottery.run_chain: W0, train, prune, rewind,
+    """Two rounds of black as the pipeline runs them (classprune.lottery.runner.run_chain: W0, train, prune, rewind,
     train) in a fresh project dir over ``cache_dir``, then round 2 evaluated by the evaluate stage's code."""
     import yaml
 
-    from classprune import io, lottery, paths
+    from classprune import io, paths
+    from classprune.lottery import runner as lottery
     from classprune.config import Params
-    from classprune.evaluation import evaluate_model
-    from classprune.masks import load_mask
+    from classprune.evaluation.evaluate import evaluate_model
+    from classprune.lottery.masks import load_mask
 
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())
     raw["model"]["pretrained"] = "none"  # no pretrain stage needed
@@ -374,7 +375,7 @@ def _assert_one_line_error(proc: subprocess.CompletedProcess) -> str:
 
 
 def test_train_stage_without_its_inputs_fails_cleanly_and_writes_nothing(tmp_path, monkeypatch):
-    from classprune import lottery
+    from classprune.lottery import runner as lottery
     from classprune.config import load_params
 
     raw = profile_params("tiny")
@@ -401,7 +402,7 @@ def test_diverging_round_stops_with_one_line_and_writes_nothing(tmp_path, monkey
 
     import yaml
 
-    from classprune import lottery
+    from classprune.lottery import runner as lottery
     from classprune.config import load_params
 
     raw = profile_params("tiny")

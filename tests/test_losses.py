@@ -3,7 +3,7 @@ import math
 import pytest
 import torch
 
-from classprune.losses import ClassDependentLoss, effective_number_gamma, resolve_gamma, squared_hinge_ranking
+from classprune.lottery.losses import ClassDependentLoss, effective_number_gamma, resolve_gamma, squared_hinge_ranking
 
 
 def test_ranking_loss_has_gradient_when_a_positive_is_ranked_below_a_negative():

@@ -2,7 +2,7 @@ import numpy as np
 import pytest
 from sklearn.metrics import confusion_matrix, roc_auc_score
 
-from classprune.metrics import binary_metrics
+from classprune.evaluation.metrics import binary_metrics
 
 
 def test_metrics_agree_with_sklearn_on_random_data():

@@ -3,7 +3,7 @@ import torch
 
 from classprune.errors import CheckpointError
 from classprune.constants import NUM_PARAMETERS
-from classprune.model import build_model, count_parameters
+from classprune.models.network import build_model, count_parameters
 
 
 def test_alexnet_256_8_8_2_has_the_papers_parameter_count():

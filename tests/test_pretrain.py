@@ -5,11 +5,12 @@ import pytest
 import torch
 import yaml
 
-from classprune import io, lottery, paths
+from classprune import io, paths
+from classprune.lottery import runner as lottery
 from classprune.config import Params
 from classprune.errors import CheckpointError, ConfigError, DataError
-from classprune.model import build_model
-from classprune.pretrain import build_w0, pretrain_features
+from classprune.models.network import build_model
+from classprune.models.pretrain import build_w0, pretrain_features
 
 ROOT = Path(__file__).resolve().parents[1]
 

@@ -2,11 +2,11 @@ import numpy as np
 import pytest
 import torch
 
-from classprune.losses import ClassDependentLoss
-from classprune.masks import apply_mask, full_mask, keep_bits, load_mask, remaining, save_mask, sparsity_report, zero_pruned
-from classprune.model import build_model
-from classprune.pruning import CRITERIA, keep_top, prune, rewind
-from classprune.train import TrainingDiverged, first_nonfinite, lr_factor, masked_step, train_masked
+from classprune.lottery.losses import ClassDependentLoss
+from classprune.lottery.masks import apply_mask, full_mask, keep_bits, load_mask, remaining, save_mask, sparsity_report, zero_pruned
+from classprune.models.network import build_model
+from classprune.lottery.pruning import CRITERIA, keep_top, prune, rewind
+from classprune.lottery.train import TrainingDiverged, first_nonfinite, lr_factor, masked_step, train_masked
 
 
 def _trained_like(state, seed=0):

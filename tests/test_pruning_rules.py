@@ -4,13 +4,13 @@ import numpy as np
 import pytest
 import torch
 
-from classprune import diagnose
+from classprune.evaluation import diagnose
 from classprune.config import load_params
 from classprune.errors import ConfigError
-from classprune.masks import full_mask, remaining, remaining_all
+from classprune.lottery.masks import full_mask, remaining, remaining_all
 from classprune.constants import NUM_PARAMETERS
-from classprune.model import build_model
-from classprune.pruning import prune
+from classprune.models.network import build_model
+from classprune.lottery.pruning import prune
 
 
 def _moved(state, seed=0, scale=0.01):

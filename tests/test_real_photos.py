@@ -34,11 +34,13 @@ def test_default_settings_learn_on_real_photographs(tmp_path, monkeypatch):
     """Dense (round-1) red and black from the pretrained W0 reach test AUC >= 0.9 by params alone."""
     import torch
 
-    from classprune import evaluation, io, lottery, paths
+    from classprune import io, paths
+    from classprune.evaluation import evaluate as evaluation
+    from classprune.lottery import runner as lottery
     from classprune.data import steps
-    from classprune.pretrain import pretrain as pretrain_step
+    from classprune.models.pretrain import pretrain as pretrain_step
     from classprune.config import Params
-    from classprune.masks import load_mask
+    from classprune.lottery.masks import load_mask
 
     write_real_photo_set(tmp_path / "photos", seed=0)  # 180 positives, 1620 negatives
     raw = yaml.safe_load((ROOT / "params.yaml").read_text())

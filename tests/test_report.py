@@ -10,7 +10,7 @@ from scipy import stats
 
 from classprune.config import load_params
 from classprune.errors import DataError
-from classprune.report import aggregate, fn_budget, load_results, paired_differences, write_reports
+from classprune.reporting.report import aggregate, fn_budget, load_results, paired_differences, write_reports
 
 ROOT = Path(__file__).parents[1]
 

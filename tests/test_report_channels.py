@@ -13,7 +13,7 @@ from scipy import stats
 
 from classprune.config import load_params
 from classprune.profiles import merged_params
-from classprune.report import (PAIRED_CHANNEL_COLUMNS, aggregate, fn_budget, load_results, paired_channel,
+from classprune.reporting.report import (PAIRED_CHANNEL_COLUMNS, aggregate, fn_budget, load_results, paired_channel,
                                write_reports)
 
 ROOT = Path(__file__).parents[1]

@@ -5,12 +5,12 @@ import pandas as pd
 import pytest
 import torch
 
-from classprune import trainlog
-from classprune.losses import ClassDependentLoss
-from classprune.masks import full_mask
-from classprune.model import build_model
-from classprune.pruning import keep_top
-from classprune.train import lr_factor, train_masked
+from classprune.lottery import trainlog
+from classprune.lottery.losses import ClassDependentLoss
+from classprune.lottery.masks import full_mask
+from classprune.models.network import build_model
+from classprune.lottery.pruning import keep_top
+from classprune.lottery.train import lr_factor, train_masked
 
 STEPS = 6
 

@@ -22,17 +22,17 @@ STEPS: dict[str, tuple[str, str]] = {
     "prepare": ("index the dataset (or generate the synthetic one)", "data.steps:prepare"),
     "split": ("imbalanced, stratified train/val/test split", "data.steps:split"),
     "cache": ("decode and resize every image once into data/cache", "data.steps:cache"),
-    "pretrain": ("W0's conv features learned once on the synthetic source task", "pretrain:pretrain"),
-    "init": ("W0 and the full mask of a scenario and seed (round 0)", "lottery:init"),
-    "lt": ("one lottery-ticket round k: prune round k-1, rewind, train", "lottery:train_round"),
-    "evaluate": ("AUC-ROC, accuracy, FNR, FPR of every round of a chain", "evaluation:evaluate_chain"),
-    "lt_ch": ("a channel ticket: every round (prune channels, rewind, train), one process", "lottery:run_channel_chain"),
-    "eval_ch": ("every round of a channel ticket, with MACs and parameters", "evaluation:evaluate_channel_chain"),
-    "reinit": ("the channel ticket's random-reinit control (Liu et al.)", "reinit:reinit_channel"),
-    "report": ("means, CIs, paired differences, FN budget, figures", "report:report"),
+    "pretrain": ("W0's conv features learned once on the synthetic source task", "models.pretrain:pretrain"),
+    "init": ("W0 and the full mask of a scenario and seed (round 0)", "lottery.runner:init"),
+    "lt": ("one lottery-ticket round k: prune round k-1, rewind, train", "lottery.runner:train_round"),
+    "evaluate": ("AUC-ROC, accuracy, FNR, FPR of every round of a chain", "evaluation.evaluate:evaluate_chain"),
+    "lt_ch": ("a channel ticket: every round (prune channels, rewind, train), one process", "lottery.runner:run_channel_chain"),
+    "eval_ch": ("every round of a channel ticket, with MACs and parameters", "evaluation.evaluate:evaluate_channel_chain"),
+    "reinit": ("the channel ticket's random-reinit control (Liu et al.)", "lottery.reinit:reinit_channel"),
+    "report": ("means, CIs, paired differences, FN budget, figures", "reporting.report:report"),
     "baseline": ("a comparison method (SNIP, L-OBS, MobileNet), 1 seed", "baselines.common:run_baseline"),
-    "export": ("the chosen models as sparse + ONNX files for a device", "export:export_selection"),
-    "export_ch": ("a channel ticket compacted (Torch-Pruning) as ONNX fp32 + int8", "compaction:export_channel"),
+    "export": ("the chosen models as sparse + ONNX files for a device", "edge.export:export_selection"),
+    "export_ch": ("a channel ticket compacted (Torch-Pruning) as ONNX fp32 + int8", "edge.compaction:export_channel"),
 }
 
 
@@ -141,7 +141,7 @@ def _exit(status: int) -> None:
 
 def run_predict(argv: Sequence[str] | None = None) -> int:
     """``classprune predict``: score images with an export (models/export[_channel]/NAME), one line each."""
-    from .predict import PRECISIONS, predict, read_deploy, resolve_model, split_images
+    from .edge.predict import PRECISIONS, predict, read_deploy, resolve_model, split_images
 
     p = argparse.ArgumentParser(prog="classprune predict", description=run_predict.__doc__.split(": ", 1)[1])
     where = p.add_mutually_exclusive_group(required=True)

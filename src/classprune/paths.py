@@ -43,7 +43,7 @@ class RoundPaths:
 
     @property
     def train_log(self) -> Path:
-        """The round's DVCLive directory: per-step training curves (classprune.trainlog)."""
+        """The round's DVCLive directory: per-step training curves (classprune.lottery.trainlog)."""
         return self.dir / "train"
 
 

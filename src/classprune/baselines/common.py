@@ -28,9 +28,9 @@ def to_device(mask: dict[str, torch.Tensor], device: torch.device) -> dict[str, 
 
 def run_baseline(params: Params, method: str, seed: int) -> dict:
     """Run one baseline for one seed on ``train.device``; write its result file (every level)."""
-    from .. import trainlog
+    from ..lottery import trainlog
     from ..device import set_threads, stage_device
-    from ..evaluation import write_result
+    from ..evaluation.evaluate import write_result
     from .registry import get_baseline
 
     fn = get_baseline(method)

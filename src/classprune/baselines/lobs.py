@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import ConfigError
-from ..pruning import Scores, keep_top, register_criterion
+from ..lottery.pruning import Scores, keep_top, register_criterion
 from .common import levels, on_device
 
 if TYPE_CHECKING:
@@ -198,10 +198,10 @@ def lobs(params: Params, seed: int, device: torch.device) -> list[dict]:
     """The dense trained network (round 1 of the source scenario) pruned layer by layer by L-OBS at each
     LT level, evaluated without retraining."""
     from .. import io
-    from ..evaluation import evaluate_model
-    from ..lottery import build, train_loader
+    from ..evaluation.evaluate import evaluate_model
+    from ..lottery.runner import build, train_loader
     from ..paths import round_paths
-    from ..masks import full_mask
+    from ..lottery.masks import full_mask
 
     cfg = params.baselines.lobs
     w0 = io.load_torch(round_paths(params, params.baselines.source_scenario, seed, 0).weights)

@@ -64,15 +64,15 @@ def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
     """MobileNet trained with the class-dependent loss of ``baselines.mobilenet`` (gamma, lam) for
     one LT round's iterations; one point at its parameter count relative to the paper's AlexNet."""
     from ..data.loader import class_counts
-    from ..evaluation import evaluate_model
-    from ..losses import ClassDependentLoss, resolve_gamma
-    from ..lottery import round_seed, train_loader
-    from ..masks import full_mask
+    from ..evaluation.evaluate import evaluate_model
+    from ..lottery.losses import ClassDependentLoss, resolve_gamma
+    from ..lottery.runner import round_seed, train_loader
+    from ..lottery.masks import full_mask
     from ..paths import CACHE
     from ..constants import NUM_PARAMETERS
-    from ..model import count_parameters
-    from .. import trainlog
-    from ..train import sgd, train_masked
+    from ..models.network import count_parameters
+    from ..lottery import trainlog
+    from ..lottery.train import sgd, train_masked
 
     cfg, t = params.baselines.mobilenet, params.train
     model = build_mobilenet(cfg.arch, seed, params.model.pretrained).to(device)

@@ -9,7 +9,7 @@ import torch
 from torch import nn
 
 from ..errors import ConfigError
-from ..pruning import Scores, keep_top, register_criterion
+from ..lottery.pruning import Scores, keep_top, register_criterion
 from .common import levels, on_device, to_device
 
 if TYPE_CHECKING:
@@ -50,10 +50,10 @@ def snip_scores(trained: Mapping[str, torch.Tensor] | None, initial: Mapping[str
 def snip_masks(params: Params, seed: int, cfg: SnipCfg, device: torch.device) -> tuple[dict, list[tuple[int, dict]]]:
     """W0 of the source scenario (CPU) and the one-shot global SNIP mask at every LT level (on ``device``)."""
     from .. import io
-    from ..lottery import build, train_loader
+    from ..lottery.runner import build, train_loader
     from ..paths import round_paths
-    from ..losses import ClassDependentLoss
-    from ..masks import full_mask
+    from ..lottery.losses import ClassDependentLoss
+    from ..lottery.masks import full_mask
 
     w0 = io.load_torch(round_paths(params, params.baselines.source_scenario, seed, 0).weights)
     model = build(params, seed, device=device)
@@ -67,9 +67,9 @@ def snip_masks(params: Params, seed: int, cfg: SnipCfg, device: torch.device) ->
 
 def snip(params: Params, seed: int, device: torch.device) -> list[dict]:
     """W0 pruned by SNIP, evaluated untrained (the paper's "SNIP")."""
-    from ..evaluation import evaluate_model
-    from ..lottery import build
-    from ..masks import apply_mask
+    from ..evaluation.evaluate import evaluate_model
+    from ..lottery.runner import build
+    from ..lottery.masks import apply_mask
 
     w0, masks = snip_masks(params, seed, params.baselines.snip, device)
     model, out = build(params, seed, device=device), []

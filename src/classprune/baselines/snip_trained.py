@@ -15,11 +15,11 @@ if TYPE_CHECKING:
 def snip_trained(params: Params, seed: int, device: torch.device) -> list[dict]:
     """SNIP mask on W0, then trained with the mask fixed for one LT round's iterations, with plain CE
     (``baselines.snip_trained.loss: ce``, the paper's) or a scenario's class-dependent loss of round k."""
-    from ..evaluation import evaluate_model
-    from ..losses import ClassDependentLoss
-    from ..lottery import build, round_seed, scenario_loss, train_loader
-    from .. import trainlog
-    from ..train import sgd, train_masked
+    from ..evaluation.evaluate import evaluate_model
+    from ..lottery.losses import ClassDependentLoss
+    from ..lottery.runner import build, round_seed, scenario_loss, train_loader
+    from ..lottery import trainlog
+    from ..lottery.train import sgd, train_masked
 
     cfg = params.baselines.snip_trained
     w0, masks = snip_masks(params, seed, cfg, device)

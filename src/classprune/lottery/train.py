@@ -15,7 +15,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .errors import ClassPruneError
+from ..errors import ClassPruneError
 from .masks import keep_bits, zero_pruned
 
 ADVICE = "lower train.lr or set train.grad_clip (e.g. 1.0)"
@@ -103,7 +103,7 @@ def train_masked(model: nn.Module, mask: Mapping[str, torch.Tensor], loader: Ite
     Raises TrainingDiverged (one line: where, which tensor, what to change) as soon as the loss or a
     weight is non-finite. ``on_step(step, model)`` runs after every step (1-based; late rewinding takes
     its snapshot there). ``log`` gets every step's loss, its parts (``loss_fn.parts`` on the detached logits),
-    the lr and the gradient norm (classprune.trainlog). The loss is checked every step; the weights every ``check_every`` steps and
+    the lr and the gradient norm (classprune.lottery.trainlog). The loss is checked every step; the weights every ``check_every`` steps and
     after the last one (a check is one fused norm per tensor, about 1.5 % of a batch-16 step at 64 px on
     one thread, so checking every step would cost more than the 1 % we allow it).
     """

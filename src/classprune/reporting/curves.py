@@ -13,8 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import io
-from .paths import scores_path
+from .. import io
+from ..paths import scores_path
 
 SPLITS = ("val", "test")
 LEVELS = ("dense", "FN budget", "lowest")

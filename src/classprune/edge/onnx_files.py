@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from .errors import CheckpointError, ExportError, first_line
+from ..errors import CheckpointError, ExportError, first_line
 
 FILES = {"fp32": "model.onnx", "fp32_sparse": "model_sparse.onnx", "fp16": "model_fp16.onnx",
          "fp16_sparse": "model_fp16_sparse.onnx", "int8": "model_int8.onnx", "int8_sparse": "model_int8_sparse.onnx"}

@@ -2,9 +2,9 @@
 
 A channel checkpoint is full-shape with whole channels at zero (the artifact contract): a runtime multiplies
 those zeros like any weight, so the device gains only when they are gone. Torch-Pruning's DependencyGraph
-(:func:`classprune.channels.compact`) removes them; the compact network's logits are checked against the
+(:func:`classprune.lottery.channels.compact`) removes them; the compact network's logits are checked against the
 masked network's before anything is written, and its files are evaluated as shipped like the weight
-export's (:func:`classprune.export.ship_files`). Channel counts are kept as pruned, not rounded up to
+export's (:func:`classprune.edge.export.ship_files`). Channel counts are kept as pruned, not rounded up to
 multiples of 8 or 16 (not measured faster here).
 
 ``models/export_channel/<scenario>/`` (written atomically): ``model.onnx`` (compact, fp32), ``model_int8.onnx``
@@ -23,8 +23,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from . import io
-from .errors import CheckpointError, DataError, ExportError, first_line
+from .. import io
+from ..errors import CheckpointError, DataError, ExportError, first_line
 from .export import (CACHE_DIR, cache_meta, calibration, check_threshold, deploy_info, int8_nodes,
                      positive_class_of, read_selection, ship_files)
 from .onnx_files import FILES, export_onnx
@@ -41,9 +41,9 @@ def load_ticket(params, weights: str | Path, mask_path: str | Path, seed: int = 
     """(masked network in eval mode, mask, channel units) of a channel checkpoint. Refused with one line: a
     checkpoint that is not the network's, one whose pruned entries are not exactly zero (it would not be
     the network that was evaluated), a mask that is not a channel mask of ``prune.channel.layers``."""
-    from .channels import full_channel_mask
-    from .lottery import build, channel_units
-    from .masks import load_mask
+    from ..lottery.channels import full_channel_mask
+    from ..lottery.runner import build, channel_units
+    from ..lottery.masks import load_mask
 
     state, mask = io.load_torch(weights), load_mask(mask_path)
     if not isinstance(state, dict) or not set(mask) <= set(state):
@@ -68,7 +68,7 @@ def compact_checked(model: nn.Module, mask: Mapping[str, torch.Tensor], units: S
                     probe: torch.Tensor) -> tuple[nn.Module, float]:
     """Torch-Pruning's compact network and the largest logit difference to the masked one on ``probe``;
     above :data:`TOLERANCE` (or NaN) it is not the ticket, and nothing may ship."""
-    from .channels import compact
+    from ..lottery.channels import compact
 
     small = compact(model, mask, units, image_size).eval()
     with torch.no_grad():
@@ -81,7 +81,7 @@ def compact_checked(model: nn.Module, mask: Mapping[str, torch.Tensor], units: S
 
 def channels_kept(mask: Mapping[str, torch.Tensor], units: Sequence) -> dict[str, list[int]]:
     """{conv layer: [channels kept, channels of the dense layer]}."""
-    from .channels import alive
+    from ..lottery.channels import alive
 
     live = alive(mask, units)
     return {u.layer: [int(live[u.layer].sum()), int(u.size)] for u in units}
@@ -91,9 +91,9 @@ def write_compact(out: Path, params, entry: Mapping[str, Any], meta: Mapping[str
                   cache_dir: Path) -> tuple[dict[str, Any], list[dict]]:
     """The compact fp32 and int8 files of one selected channel checkpoint in ``out``, evaluated as shipped;
     (deploy info, export-table rows)."""
-    from .channels import macs_and_params
-    from .masks import remaining
-    from .paths import chain
+    from ..lottery.channels import macs_and_params
+    from ..lottery.masks import remaining
+    from ..paths import chain
 
     threshold = check_threshold(scenario, entry["threshold"])
     model, mask, units = load_ticket(params, entry["weights"], entry["mask"], int(entry["seed"]))

@@ -7,7 +7,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .model import positive_score
+from ..models.network import positive_score
 
 GammaSpec = float | int | Sequence[float] | Mapping[str, float]
 

@@ -5,9 +5,9 @@ import math
 
 import pandas as pd
 
-from .config import Params
-from .diagnose import CAUSES, CONV
-from .paths import chain, reinit_method
+from ..config import Params
+from ..evaluation.diagnose import CAUSES, CONV
+from ..paths import chain, reinit_method
 
 
 def _fmt(v, digits: int = 3) -> str:

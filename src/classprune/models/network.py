@@ -12,9 +12,9 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from .errors import CheckpointError
+from ..errors import CheckpointError
 
-# source: features pretrained on the synthetic source task (classprune.pretrain), the offline stand-in for
+# source: features pretrained on the synthetic source task (classprune.models.pretrain), the offline stand-in for
 # ImageNet; imagenet: torchvision's weights; none: a plain seeded init.
 PRETRAINED = ("source", "none", "imagenet")
 
@@ -24,7 +24,7 @@ def build_model(pretrained: str = "none", seed: int = 0, hidden: tuple[int, int,
                 features: Mapping[str, torch.Tensor] | None = None) -> nn.Module:
     """The paper's network; ``seed`` fixes the random init of everything not pretrained.
 
-    ``pretrained="source"`` needs ``features``: the conv state_dict from ``classprune.pretrain``.
+    ``pretrained="source"`` needs ``features``: the conv state_dict from ``classprune.models.pretrain``.
     """
     from torchvision.models import alexnet
 

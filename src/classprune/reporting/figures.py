@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import io
-from .config import Params
+from .. import io
+from ..config import Params
 
 PANELS = (("auc", "AUC-ROC"), ("accuracy", "Accuracy"), ("fnr", "FNR (false-negative rate)"),
           ("fpr", "FPR (false-positive rate)"))
@@ -220,7 +220,7 @@ def plot_frontier(agg: pd.DataFrame, params: Params, path: Path, split: str = "t
     import matplotlib.pyplot as plt
     from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-    from .paths import chain, reinit_method
+    from ..paths import chain, reinit_method
 
     sub = agg[agg["split"] == split]
     series = [(s, m, ctrl) for s in params.run.channel_scenarios

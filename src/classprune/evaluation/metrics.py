@@ -13,7 +13,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from .model import positive_score
+from ..models.network import positive_score
 
 METRIC_KEYS = ("auc", "accuracy", "fnr", "fpr")
 

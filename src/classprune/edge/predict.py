@@ -3,7 +3,7 @@
 The default path is the device's: an ONNX file of the export in onnxruntime, at that file's own threshold
 (deploy.json ``onnx.<precision>``); ``runtime="torch"`` scores the sparse fp32 file in PyTorch instead, at
 the fp32 file's threshold. A channel export (``deploy.json`` ``granularity: channel``, the compact network of
-:mod:`classprune.compaction`) has fp32 and int8 ONNX files only; a deploy.json without ``granularity`` is a
+:mod:`classprune.edge.compaction`) has fp32 and int8 ONNX files only; a deploy.json without ``granularity`` is a
 weight export's.
 """
 from __future__ import annotations
@@ -18,9 +18,9 @@ import torch
 
 from .compaction import EXPORT_CHANNEL_DIR, INDEX_FILE
 from .compaction import PRECISIONS as CHANNEL_PRECISIONS
-from .errors import CheckpointError, DataError
+from ..errors import CheckpointError, DataError
 from .export import DEPLOY_FILE, EXPORT_DIR, SPARSE
-from .paths import GRANULARITIES
+from ..paths import GRANULARITIES
 from .sparse import load_sparse
 
 PRECISIONS = ("fp32", "fp16", "int8")
@@ -92,7 +92,7 @@ def check_export(info: Mapping[str, Any], model_dir: str | Path, granularity: st
 
 def preprocess(paths: list[Path], info: Mapping[str, Any]) -> torch.Tensor:
     """N x 3 x S x S floats exactly as training saw them: the cache's decode, /255, (x - mean) / std."""
-    from .data.cache import decode
+    from ..data.cache import decode
 
     images = np.stack([decode(str(p), info["image_size"]) for p in paths])
     x = torch.from_numpy(images).permute(0, 3, 1, 2).to(torch.float32) / 255

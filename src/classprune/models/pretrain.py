@@ -20,9 +20,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import io
-from .data import synthetic
-from .model import build_model
+from .. import io
+from ..data import synthetic
+from .network import build_model
 
 # Pretraining images come from ``render_source`` indices [0, n); the held-out check set starts here.
 HELD_OUT_START = 10_000_000
@@ -112,9 +112,9 @@ def build_w0(features: Mapping[str, torch.Tensor], seed: int, dropout: float = 0
 
 def pretrain(params) -> dict:
     """The pretrain stage: learn W0's features once on the synthetic source task (model.pretrained: source)."""
-    from .device import set_threads
-    from .paths import PRETRAIN_LOG, PRETRAINED_FEATURES
-    from .trainlog import TRAINING, TrainLog, gather
+    from ..device import set_threads
+    from ..paths import PRETRAIN_LOG, PRETRAINED_FEATURES
+    from ..lottery.trainlog import TRAINING, TrainLog, gather
 
     set_threads(params.train.threads)
     p = params.pretrain

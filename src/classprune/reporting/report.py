@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pandas as pd
 
-from . import io
-from .config import Params
-from .diagnose import CONV
-from .metrics import METRIC_KEYS
+from .. import io
+from ..config import Params
+from ..evaluation.diagnose import CONV
+from ..evaluation.metrics import METRIC_KEYS
 from .summary import channel_markdown, summary_markdown
 
 REPORTS = Path("reports")
@@ -23,7 +23,7 @@ COST_KEYS = ("macs", "params", "macs_share")  # what a channel ticket's compact 
 
 
 def diagnosis_columns(rd: dict) -> dict:
-    """The evaluate stage's diagnosis on val (classprune.diagnose), flat; empty for models without one."""
+    """The evaluate stage's diagnosis on val (classprune.evaluation.diagnose), flat; empty for models without one."""
     d = rd.get("diagnosis")
     if not d:
         return {"score_constant": False, "cause": None}
@@ -40,8 +40,8 @@ def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
     A file from another configuration (a scenario, round or method no longer in params.yaml) is never
     read; a declared file that is missing is an error naming it.
     """
-    from .errors import DataError
-    from .paths import declared_results
+    from ..errors import DataError
+    from ..paths import declared_results
 
     rows, wanted_rounds = [], {r.k for r in params.prune.rounds}
     for rel in declared_results(params):
@@ -146,7 +146,7 @@ def paired_channel(params: Params, df: pd.DataFrame) -> pd.DataFrame:
     """Channel tickets, paired by seed on val and test: each scenario's ticket against red's (when red has
     one), and each ticket against its random-reinit control (Liu et al. 2019: is the ticket more than its
     architecture?)."""
-    from .paths import chain, reinit_method
+    from ..paths import chain, reinit_method
 
     scen, pairs = params.run.channel_scenarios, []
     if "red" in scen:
@@ -211,7 +211,7 @@ def selection(params: Params, df: pd.DataFrame, budget: dict[str, dict | None],
               granularity: str = "weight") -> dict[str, dict | None]:
     """The model to ship per scenario: the FN-budget level of the first seed, with its val threshold. A
     channel ticket's entry also names its chain and what its compact network costs (MACs, parameters)."""
-    from .paths import chain, round_paths
+    from ..paths import chain, round_paths
 
     seed, out = params.run.seeds[0], {}
     names = {chain(s, granularity): s for s in params.run.channel_scenarios} if granularity != "weight" else {}
@@ -279,9 +279,9 @@ def write_reports(params: Params, root: Path = Path("."), out: Path = REPORTS, e
 
 def shortcut_line() -> dict:
     """The darkest-pixel AUC on the test split: how far a one-number darkness shortcut gets (target <= 0.75)."""
-    from .data.cache import load_split
-    from .data.synthetic import darkest_pixel_auc
-    from .paths import CACHE
+    from ..data.cache import load_split
+    from ..data.synthetic import darkest_pixel_auc
+    from ..paths import CACHE
 
     test = load_split(CACHE, "test")
     return {"Darkest-pixel shortcut": f"test AUC {darkest_pixel_auc(test.images, test.labels):.3f} of the "

@@ -8,8 +8,8 @@ from typing import TYPE_CHECKING
 import torch
 from torch import nn
 
-from .errors import CheckpointError, ConfigError
-from .io import load_torch, save_torch
+from ..errors import CheckpointError, ConfigError
+from ..io import load_torch, save_torch
 
 if TYPE_CHECKING:
     import pandas as pd

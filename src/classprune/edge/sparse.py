@@ -14,8 +14,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import io
-from .errors import CheckpointError
+from .. import io
+from ..errors import CheckpointError
 
 FORMAT = "classprune-sparse-v1"
 
@@ -45,7 +45,7 @@ def to_sparse(state: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor
 
 def _reference_state() -> dict[str, torch.Tensor]:
     """Names, shapes and dtypes of AlexNet-256-8-8-2, without allocating its weights."""
-    from .model import build_model
+    from ..models.network import build_model
 
     with torch.device("meta"):
         return build_model("none").state_dict()
@@ -104,7 +104,7 @@ def from_sparse(sparse: Any, path: str | Path = "<sparse>") -> dict[str, torch.T
 
 def load_sparse(path: str | Path) -> torch.nn.Module:
     """AlexNet-256-8-8-2 in eval mode holding the weights of a sparse export file (weights_only load)."""
-    from .model import build_model
+    from ..models.network import build_model
 
     state = from_sparse(io.load_torch(path), path)
     with torch.device("meta"):

@@ -4,7 +4,7 @@
 shape, positions as a packed bitmask or int32 indices, whichever is smaller; :func:`load_sparse`);
 ``model.onnx`` (eval mode, input ``image`` N x 3 x S x S normalised RGB, outputs ``logits`` and ``score`` =
 softmax(logits)[:, 1], dense fp32) and the stage's fp16/int8/sparse-stored ONNX files
-(:mod:`classprune.onnx_files`), each evaluated as shipped (:mod:`classprune.shipped`); ``deploy.json``:
+(:mod:`classprune.edge.onnx_files`), each evaluated as shipped (:mod:`classprune.edge.shipped`); ``deploy.json``:
 preprocessing, thresholds, provenance, val/test metrics, the test FNR bound. Written atomically.
 """
 from __future__ import annotations
@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from . import io
-from .errors import CheckpointError, ConfigError, DataError
+from .. import io
+from ..errors import CheckpointError, ConfigError, DataError
 from .onnx_files import FILES, cpu_features, cpu_text, export_onnx, quantize_int8
 from .sizes import SIZES_CSV, gz_size, write_sizes_csv
 from .sparse import load_sparse, to_sparse
@@ -68,7 +68,7 @@ def check_threshold(scenario: str, threshold: float) -> float:
 
 def _write_export(out: Path, weights: str | Path, mask_path: str | Path, meta: Mapping[str, Any],
                   threshold: float, positive_class: str, *, scenario: str, seed: int, k: int) -> dict[str, Any]:
-    from .masks import load_mask
+    from ..lottery.masks import load_mask
 
     threshold = check_threshold(scenario, threshold)
     state, mask = io.load_torch(weights), load_mask(mask_path)
@@ -139,7 +139,7 @@ def measure_sizes(dense: Path, export_dir: Path) -> dict[str, int]:
 
 def calibration(params, cache_dir: Path) -> list:
     """Train images of both classes, ``export.calibration_per_class`` each (seeded), in batches of 32."""
-    from .data.cache import CachedDataset, load_split
+    from ..data.cache import CachedDataset, load_split
 
     train = load_split(cache_dir, "train")
     rng = np.random.default_rng(params.export.seed)

@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import torch
 
-from .config import Params
-from .device import log_device, set_threads, stage_device, state_to_cpu
-from .paths import reinit_method, round_paths
+from ..config import Params
+from ..device import log_device, set_threads, stage_device, state_to_cpu
+from ..paths import reinit_method, round_paths
 
 SEED_OFFSET = 1_000_003  # control seeds never meet a ticket's seed
 
@@ -21,8 +21,8 @@ SEED_OFFSET = 1_000_003  # control seeds never meet a ticket's seed
 def fresh_compact(params: Params, seed: int, mask: dict):
     """The compact network of ``mask``, every layer freshly initialised for its own shape, with the map of
     its state back to full shape."""
-    from .lottery import trainable
-    from .model import build_model
+    from .runner import trainable
+    from ..models.network import build_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + SEED_OFFSET)
@@ -37,8 +37,8 @@ def fresh_compact(params: Params, seed: int, mask: dict):
 def reinit_channel(params: Params, scenario: str, seed: int) -> dict:
     """Every level of a scenario's channel ticket trained from a fresh random init and evaluated as the
     ticket is (val and test): the result file ``<scenario>-channel-reinit``."""
-    from .evaluation import evaluate_model, write_result
-    from .lottery import build, round_seed, scenario_loss, train_loader
+    from ..evaluation.evaluate import evaluate_model, write_result
+    from .runner import build, round_seed, scenario_loss, train_loader
     from .masks import load_mask
     from .train import sgd, train_masked
 

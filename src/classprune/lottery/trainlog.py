@@ -65,7 +65,7 @@ def read(directory: str | Path) -> pd.DataFrame:
 
 def gather(runs: Mapping[int, str | Path], path: str | Path) -> pd.DataFrame:
     """The runs of one chain (round or level -> DVCLive dir) as one CSV with a ``round`` column."""
-    from . import io
+    from .. import io
 
     parts = [read(d).assign(round=k) for k, d in runs.items()]
     parts = [p for p in parts if len(p)]

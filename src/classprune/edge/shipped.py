@@ -17,8 +17,8 @@ from typing import Any
 
 import numpy as np
 
-from . import io
-from .metrics import binary_metrics, fnr_upper_bound, operating_threshold
+from .. import io
+from ..evaluation.metrics import binary_metrics, fnr_upper_bound, operating_threshold
 from .onnx_files import run, session
 
 SPLITS = ("val", "test")
@@ -37,7 +37,7 @@ def rule_text(ev) -> str:
 
 def batches(cache_dir: str | Path, split: str, batch_size: int):
     """(labels, float32 N x 3 x S x S batches) of a cached split, normalised exactly as evaluation does."""
-    from .data.loader import make_loader
+    from ..data.loader import make_loader
 
     loader = make_loader(cache_dir, split, batch_size, train=False)
     labels = np.asarray(loader.dataset.split.labels)

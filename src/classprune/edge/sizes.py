@@ -8,7 +8,7 @@ import io as _io
 from pathlib import Path
 from typing import Any
 
-from . import io
+from .. import io
 
 SIZES_CSV = Path("reports/export_sizes.csv")
 SIZE_COLUMNS = ("scenario", "seed", "round", "remaining", "nonzero", "dense_bytes", "dense_gz_bytes",

@@ -13,11 +13,11 @@ from pathlib import Path
 
 import torch
 
-from . import io
-from .config import Params
-from .device import log_device, set_threads, stage_device, state_to_cpu
-from .errors import DataError
-from .paths import CACHE, PRETRAINED_FEATURES, chain, round_paths
+from .. import io
+from ..config import Params
+from ..device import log_device, set_threads, stage_device, state_to_cpu
+from ..errors import DataError
+from ..paths import CACHE, PRETRAINED_FEATURES, chain, round_paths
 
 
 def round_seed(seed: int, k: int) -> int:
@@ -28,7 +28,7 @@ def round_seed(seed: int, k: int) -> int:
 def train_loader(params: Params, split: str = "train", *, train: bool = True, seed: int = 0,
                  device: torch.device | None = None):
     """A loader over one cached split: shuffled and augmented for training, fixed order for evaluation."""
-    from .data.loader import make_loader
+    from ..data.loader import make_loader
 
     batch = params.train.batch_size if train else params.evaluate.batch_size
     augment = params.data.augment if train else "none"
@@ -40,7 +40,7 @@ def train_loader(params: Params, split: str = "train", *, train: bool = True, se
 
 def scenario_loss(params: Params, scenario: str, k: int, device: torch.device | None = None):
     """The scenario's loss of round k, its gamma resolved on the training class counts: (loss, gamma)."""
-    from .data.loader import class_counts
+    from ..data.loader import class_counts
     from .losses import ClassDependentLoss, resolve_gamma
 
     sc = params.scenarios[scenario]
@@ -53,10 +53,10 @@ def build(params: Params, seed: int, state: dict | None = None, device: torch.de
           features_path: Path = PRETRAINED_FEATURES) -> torch.nn.Module:
     """The seeded network (W0), or, given a checkpoint ``state``, the network holding exactly that state; on
     ``device`` (default CPU). Initialised on the CPU either way, so W0 does not depend on the device."""
-    from .model import build_model
+    from ..models.network import build_model
 
     if state is None and params.model.pretrained == "source":
-        from .pretrain import build_w0
+        from ..models.pretrain import build_w0
 
         if not Path(features_path).is_file():
             raise DataError(f"{features_path} not found; run the pretrain stage first (model.pretrained: source)")
@@ -72,7 +72,7 @@ def build(params: Params, seed: int, state: dict | None = None, device: torch.de
 
 
 def channel_units(params: Params, model: torch.nn.Module):
-    """The channel units (classprune.channels) of ``prune.channel.layers`` in ``model``."""
+    """The channel units (classprune.lottery.channels) of ``prune.channel.layers`` in ``model``."""
     from .channels import units
 
     return units(model, params.prune.channel.layers, params.data.image_size)

@@ -6,11 +6,11 @@ from __future__ import annotations
 
 import torch
 
-from . import io
-from .config import Params
-from .device import log_device, set_threads, stage_device
-from .lottery import build, channel_units, train_loader
-from .paths import metrics_path, round_paths, scores_path
+from .. import io
+from ..config import Params
+from ..device import log_device, set_threads, stage_device
+from ..lottery.runner import build, channel_units, train_loader
+from ..paths import metrics_path, round_paths, scores_path
 
 
 def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: dict | None = None) -> dict:
@@ -18,11 +18,11 @@ def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: 
 
     Besides the argmax decision (the paper's), an operating point: the threshold on the positive-class
     log-odds chosen on val (``evaluate.target_fnr``, ``threshold_rule``), then applied unchanged to test. ``diagnosis`` says on
-    val whether the network is alive, and if not why (``classprune.diagnose``); given W0 (``initial``),
+    val whether the network is alive, and if not why (``classprune.evaluation.diagnose``); given W0 (``initial``),
     also the share of W0's magnitude the mask keeps per layer.
     """
     from . import diagnose
-    from .masks import remaining, remaining_all
+    from ..lottery.masks import remaining, remaining_all
     from .metrics import binary_metrics, operating_threshold, predict
 
     n_parameters = sum(p.numel() for p in model.parameters())
@@ -48,7 +48,7 @@ def evaluate_model(params: Params, model: torch.nn.Module, mask: dict, initial: 
 def compact_size(params: Params, model: torch.nn.Module, mask: dict, units) -> dict:
     """MACs of one image and parameters of a channel ticket as it runs, its pruned channels removed
     (Torch-Pruning's counter, not a hand count)."""
-    from .channels import compact, macs_and_params
+    from ..lottery.channels import compact, macs_and_params
 
     small = compact(model, mask, units, params.data.image_size)
     macs, n = macs_and_params(small, params.data.image_size)
@@ -72,9 +72,9 @@ def write_result(result: dict) -> None:
 def evaluate_chain(params: Params, scenario: str, seed: int, granularity: str = "weight") -> dict:
     """Every round of one chain in one process: metrics code changes never retrain. A channel chain's rounds
     also say what the compact network costs (MACs, parameters)."""
-    from .masks import load_mask
-    from .paths import chain
-    from .trainlog import chain_csv, gather
+    from ..lottery.masks import load_mask
+    from ..paths import chain
+    from ..lottery.trainlog import chain_csv, gather
 
     method = chain(scenario, granularity)
     set_threads(params.train.threads)

@@ -1,0 +1,2 @@
+"""Shipping a chosen model: sparse and ONNX files (fp32, fp16, int8), channel compaction, evaluation as
+shipped, sizes and `classprune predict`."""

@@ -1,0 +1,1 @@
+"""Scoring trained networks: val and test metrics, operating points, dead-network diagnosis."""

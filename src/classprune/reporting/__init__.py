@@ -1,0 +1,1 @@
+"""Across seeds: means, CIs, paired differences, FN budget, summary.md, figures, ROC/PR curves."""
