@@ -16,7 +16,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _export_inputs import exported_project, run_in, split_misses  # noqa: E402
 from _project import set_params  # noqa: E402
 
-from classprune import onnx_files  # noqa: E402
+from classprune.edge import onnx_files  # noqa: E402
 from classprune.errors import CheckpointError, ExportError  # noqa: E402
 from classprune.evaluation.metrics import allowed_misses, fnr_upper_bound, operating_threshold  # noqa: E402
 

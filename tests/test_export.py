@@ -15,7 +15,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _project import ROOT  # noqa: E402
 
 from classprune.edge import export as ex  # noqa: E402
-from classprune import sizes  # noqa: E402
+from classprune.edge import sizes  # noqa: E402
 from classprune.edge import sparse as sp  # noqa: E402
 from classprune.errors import CheckpointError  # noqa: E402
 from classprune.models.network import build_model  # noqa: E402

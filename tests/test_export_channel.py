@@ -19,7 +19,7 @@ from _export_inputs import THRESHOLD, pruned_round, run_in, split_misses, write_
 from _project import ROOT, write_profile  # noqa: E402
 
 from classprune.lottery import channels as ch  # noqa: E402
-from classprune import shipped  # noqa: E402
+from classprune.edge import shipped  # noqa: E402
 from classprune.edge import onnx_files
 from classprune.lottery.masks import remaining, save_mask  # noqa: E402
 from classprune.models.network import build_model  # noqa: E402

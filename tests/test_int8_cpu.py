@@ -13,7 +13,7 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "experiments"))
 
 import int8_cpu  # noqa: E402
-from classprune import onnx_files  # noqa: E402
+from classprune.edge import onnx_files  # noqa: E402
 from classprune.models.network import build_model  # noqa: E402
 
 emulated = [pytest.mark.slow, pytest.mark.skipif(shutil.which("qemu-x86_64") is None,
