@@ -284,6 +284,7 @@ def _params_file(tmp_path: Path, run: dict | None = None, **prune) -> Path:
     ({"channel": {"rate": 1.5}}, "prune.channel.rate"),
     ({"run": {"channel_scenarios": ["purple"]}}, "run.channel_scenarios"),
     ({"run": {"channel_scenarios": ["black", "black"]}}, "run.channel_scenarios"),
+    ({"run": {"scenarios": ["red"], "channel_scenarios": ["black"]}}, "run.channel_scenarios"),
 ])
 def test_invalid_channel_params_are_one_line_naming_the_key(tmp_path, prune, needle):
     from classprune.config import load_params

@@ -155,5 +155,6 @@ def test_config_is_a_leaf_without_torch():
             "print(sorted(m for m in sys.modules if m == 'torch' or m.startswith('classprune')))")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     leaves = {"classprune", "classprune.config", "classprune.constants", "classprune.errors", "classprune.scenarios",
-              "classprune.baselines", "classprune.baselines.registry", "classprune.baselines.config", "classprune.prune_config"}
+              "classprune.baselines", "classprune.baselines.registry", "classprune.baselines.config", "classprune.prune_config",
+              "classprune.models", "classprune.models.registry"}
     assert set(eval(out)) <= leaves, out

@@ -61,9 +61,27 @@ class Data(_Strict):
 
 
 class ModelCfg(_Strict):
+    # the network (classprune.models.registry): alexnet (the paper's) | resnet18 | mobilenet_v2
+    arch: str = "alexnet"
+    head: list[int] = Field([8, 8], min_length=2, max_length=2)  # widths of the small head's hidden layers
     # source: features pretrained on the synthetic source task (the pretrain stage) + a seeded fresh head
     pretrained: Literal["source", "none", "imagenet"] = "source"
     dropout: float = Field(0.0, ge=0, lt=1)
+
+    @field_validator("head")
+    @classmethod
+    def _positive_widths(cls, v: list[int]) -> list[int]:
+        if any(w < 1 for w in v):
+            raise ValueError(f"head widths must be >= 1, got {v}")
+        return v
+
+    @field_validator("arch")
+    @classmethod
+    def _known_arch(cls, v: str) -> str:
+        from .models.registry import get
+
+        get(v)
+        return v
 
 
 class Pretrain(_Strict):
@@ -192,6 +210,17 @@ class Params(_Strict):
             unknown = [s for s in getattr(self.run, key) if s not in self.scenarios]
             if unknown:
                 raise ValueError(f"run.{key} names unknown scenario(s) {unknown}; defined: {sorted(self.scenarios)}")
+        return self
+
+    @model_validator(mode="after")
+    def _channel_tickets_startable(self):
+        missing = [s for s in self.run.channel_scenarios if s not in self.run.scenarios]
+        if missing:
+            raise ValueError(f"run.channel_scenarios {missing} must also be in run.scenarios: a channel ticket starts "
+                             f"from its weight chain's rounds 0 and 1")
+        if self.run.channel_scenarios and self.model.arch != "alexnet":
+            raise ValueError(f"run.channel_scenarios: channel tickets support model.arch alexnet only so far, not "
+                             f"{self.model.arch} (BN, residual and depthwise channel units are not handled yet); set it to []")
         return self
 
     @model_validator(mode="after")

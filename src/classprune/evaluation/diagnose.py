@@ -14,10 +14,11 @@ import numpy as np
 import torch
 from torch import nn
 
-# The activations watched: AlexNet's pooled 256 conv features (after ReLU and max-pool, so >= 0) and the
-# two ReLUs of the 256-8-8-2 head.
-UNITS = {"features": "avgpool", "head1": "classifier.2", "head2": "classifier.5"}
-CONV = ("features.0", "features.3", "features.6", "features.8", "features.10")  # the pretrained conv layers
+# The activations watched, in the paper's small head wherever a network keeps it (classprune.models.registry):
+# the pooled backbone features it reads (after ReLU and pooling, so >= 0) and its two ReLUs.
+WATCHED = {"features": ("1", "input"), "head1": ("2", "output"), "head2": ("5", "output")}
+# AlexNet's pretrained conv layers, whose kept W0 magnitude the report shows per layer (other networks: not yet)
+CONV = ("features.0", "features.3", "features.6", "features.8", "features.10")
 CAUSES = ("features lost", "dead head", "output cut", "ranks, one class at argmax", "alive")
 
 
@@ -37,17 +38,27 @@ def w0_kept(initial: Mapping[str, torch.Tensor], mask: Mapping[str, torch.Tensor
     return out
 
 
+def head_of(model: nn.Module) -> str | None:
+    """Name of the small head (Dropout, Linear, ReLU, Dropout, Linear, ReLU, Linear), None without one."""
+    for name, m in model.named_children():
+        if isinstance(m, nn.Sequential) and len(m) == 7 and all(isinstance(m[i], nn.Linear) for i in (1, 4, 6)):
+            return name
+    return None
+
+
 @torch.no_grad()
 def dead_units(model: nn.Module, batches: Iterable) -> dict[str, int]:
     """Per watched layer: the units that are exactly zero for every image of ``batches`` (dead ReLUs)."""
-    modules = dict(model.named_modules())
+    head = model.get_submodule(head_of(model))
     alive: dict[str, torch.Tensor] = {}
     hooks = []
-    for key, name in UNITS.items():
-        def hook(_m, _inp, out, key=key):
+    for key, (index, side) in WATCHED.items():
+        def seen(out: torch.Tensor, key=key):
             fired = (out.flatten(1) != 0).any(0).cpu()
             alive[key] = fired if key not in alive else alive[key] | fired
-        hooks.append(modules[name].register_forward_hook(hook))
+        module = head[int(index)]
+        hooks.append(module.register_forward_pre_hook(lambda _m, inp, seen=seen: seen(inp[0])) if side == "input"
+                     else module.register_forward_hook(lambda _m, _inp, out, seen=seen: seen(out)))
     model.eval()
     device = next(model.parameters()).device
     try:
@@ -61,9 +72,8 @@ def dead_units(model: nn.Module, batches: Iterable) -> dict[str, int]:
 
 def units_of(model: nn.Module) -> dict[str, int]:
     """How many units each watched layer has (256, 8, 8 for AlexNet-256-8-8-2)."""
-    modules = dict(model.named_modules())
-    return {"features": modules["features"][-3].out_channels, "head1": modules["classifier.1"].out_features,
-            "head2": modules["classifier.4"].out_features}
+    head = model.get_submodule(head_of(model))
+    return {"features": head[1].in_features, "head1": head[1].out_features, "head2": head[4].out_features}
 
 
 def score_constant(scores: np.ndarray) -> bool:
@@ -72,8 +82,8 @@ def score_constant(scores: np.ndarray) -> bool:
 
 
 def applies(model: nn.Module) -> bool:
-    """The watched layers exist: AlexNet-256-8-8-2 (not the MobileNet baseline)."""
-    return all(name in dict(model.named_modules()) for name in UNITS.values())
+    """The network has the small head (every registry network; not the MobileNet baseline's 2-way head)."""
+    return head_of(model) is not None
 
 
 def diagnose(model: nn.Module, val_batches: Iterable, scores: np.ndarray, argmax: np.ndarray,

@@ -26,7 +26,8 @@ def fresh_compact(params: Params, seed: int, mask: dict):
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + SEED_OFFSET)
-        full = build_model("none", seed=seed + SEED_OFFSET, dropout=params.model.dropout)
+        full = build_model("none", seed=seed + SEED_OFFSET, dropout=params.model.dropout, arch=params.model.arch,
+                           head=params.model.head)
         small, grow = trainable(params, "channel", full, mask)
         for module in small.modules():
             if hasattr(module, "reset_parameters") and module is not small:

@@ -60,13 +60,16 @@ def build(params: Params, seed: int, state: dict | None = None, device: torch.de
 
         if not Path(features_path).is_file():
             raise DataError(f"{features_path} not found; run the pretrain stage first (model.pretrained: source)")
-        return build_w0(io.load_torch(features_path), seed, params.model.dropout).to(device or "cpu")
+        return build_w0(io.load_torch(features_path), seed, params.model.dropout, arch=params.model.arch,
+                        head=params.model.head).to(device or "cpu")
     if state is None:
-        return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout).to(device or "cpu")
+        return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout,
+                           arch=params.model.arch, head=params.model.head).to(device or "cpu")
     # Built on the meta device and filled from the checkpoint: no random init to throw away, and no
     # ImageNet weights to fetch in stages that only continue from saved weights.
     with torch.device("meta"):
-        model = build_model("none", seed=seed, dropout=params.model.dropout)
+        model = build_model("none", seed=seed, dropout=params.model.dropout, arch=params.model.arch,
+                            head=params.model.head)
     model.load_state_dict(state, assign=True)
     return model.to(device or "cpu")
 

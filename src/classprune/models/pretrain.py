@@ -22,23 +22,19 @@ from torch import nn
 
 from .. import io
 from ..data import synthetic
+from . import registry
 from .network import build_model
 
 # Pretraining images come from ``render_source`` indices [0, n); the held-out check set starts here.
 HELD_OUT_START = 10_000_000
 
 
-class _SourceNet(nn.Module):
-    """AlexNet features -> 1x1 average pool -> Linear(256, n_classes)."""
-
-    def __init__(self, features: nn.Module, n_classes: int):
-        super().__init__()
-        self.features = features
-        self.pool = nn.AdaptiveAvgPool2d((1, 1))
-        self.head = nn.Linear(256, n_classes)
-
-    def forward(self, x):
-        return self.head(torch.flatten(self.pool(self.features(x)), 1))
+def source_net(arch: str, seed: int, n_classes: int) -> nn.Module:
+    """The network with a plain Linear(width, n_classes) head in place of the small one: its backbone learns the
+    source task (AlexNet: features -> 1x1 average pool -> Linear(256, n_classes))."""
+    net = build_model("none", seed=seed, arch=arch)
+    setattr(net, registry.get(arch).head, nn.Linear(registry.get(arch).width, n_classes))
+    return net
 
 
 def _to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> torch.Tensor:
@@ -49,11 +45,12 @@ def _to_tensor(images: np.ndarray, mean: torch.Tensor, std: torch.Tensor) -> tor
 def pretrain_features(out_path: str | os.PathLike | None = None, *, steps: int = 1500, batch_size: int = 32,
                       lr: float = 0.02, momentum: float = 0.9, grad_clip: float = 2.0, n_per_class: int = 800,
                       n_check_per_class: int = 50, image_size: int = 64, seed: int = 0,
-                      log: Callable[[dict[str, float]], None] | None = None) -> dict:
-    """Train AlexNet's features on the source task; save them to ``out_path`` (a features state_dict).
+                      log: Callable[[dict[str, float]], None] | None = None, arch: str = "alexnet") -> dict:
+    """Train the network's backbone on the source task; save it to ``out_path`` (a backbone state_dict).
 
     Returns ``{"features": state_dict, "accuracy": held-out source accuracy, "final_loss", "seconds"}``;
-    the state_dict's keys are those of ``model.features`` (as ``build_model(features=...)`` expects).
+    the state_dict's keys are the backbone's (``registry.backbone_state``: AlexNet's ``model.features``), as
+    ``build_model(features=...)`` expects.
     Deterministic for a seed and torch thread count. ``log`` gets each step's loss, lr and gradient norm.
     """
     if steps < 1 or batch_size < 2 or lr <= 0 or grad_clip < 0 or n_check_per_class < 1:
@@ -69,7 +66,7 @@ def pretrain_features(out_path: str | os.PathLike | None = None, *, steps: int =
     n_classes = len(synthetic.SOURCE_CLASSES)
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed)
-        net = _SourceNet(build_model("none", seed=seed).features, n_classes)
+        net = source_net(arch, seed, n_classes)
         optimizer = torch.optim.SGD(net.parameters(), lr=lr, momentum=momentum)
         loss_fn = nn.CrossEntropyLoss()
         order = torch.Generator().manual_seed(seed)
@@ -98,16 +95,17 @@ def pretrain_features(out_path: str | os.PathLike | None = None, *, steps: int =
         xc = _to_tensor(check_images, mean, std)
         pred = torch.cat([net(b).argmax(1) for b in xc.split(256)])
     accuracy = float((pred.numpy() == check_labels).mean())
-    features = {k: v.detach().clone() for k, v in net.features.state_dict().items()}
+    features = registry.backbone_state(net, arch)
     if out_path is not None:
         io.save_torch(out_path, features)
     return {"features": features, "accuracy": accuracy, "final_loss": float(loss.detach()),
             "chance_loss": math.log(n_classes), "seconds": time.perf_counter() - start}
 
 
-def build_w0(features: Mapping[str, torch.Tensor], seed: int, dropout: float = 0.5) -> nn.Module:
-    """W0 of one seed: the shared pretrained features + a fresh 256-8-8-2 head initialised from ``seed``."""
-    return build_model("source", seed=seed, dropout=dropout, features=features)
+def build_w0(features: Mapping[str, torch.Tensor], seed: int, dropout: float = 0.5, arch: str = "alexnet",
+             head: tuple[int, int] = (8, 8)) -> nn.Module:
+    """W0 of one seed: the shared pretrained backbone + a fresh small head (width-8-8-2) initialised from ``seed``."""
+    return build_model("source", seed=seed, dropout=dropout, features=features, arch=arch, head=head)
 
 
 def pretrain(params) -> dict:
@@ -121,6 +119,6 @@ def pretrain(params) -> dict:
     with io.atomic_path(PRETRAIN_LOG, is_dir=True) as log_dir, TrainLog(log_dir) as log:
         result = pretrain_features(PRETRAINED_FEATURES, steps=p.steps, batch_size=p.batch_size, lr=p.lr,
                                    momentum=p.momentum, grad_clip=p.grad_clip, n_per_class=p.n_per_class,
-                                   image_size=p.image_size, seed=p.seed, log=log)
+                                   image_size=p.image_size, seed=p.seed, log=log, arch=params.model.arch)
     gather({0: PRETRAIN_LOG}, TRAINING / "pretrain.csv")
     return {k: v for k, v in result.items() if k != "features"}

@@ -1,0 +1,177 @@
+"""The network registry (model.arch): each architecture's tiny weight chain runs end to end on the CPU with
+its masks honest and its BatchNorm done right, and a bad arch is one line."""
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import torch
+import yaml
+from torch import nn
+
+from classprune.errors import ConfigError
+from classprune.models import registry
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from _project import ROOT, build_tiny_cache  # noqa: E402
+
+ROUNDS = 3
+
+
+@pytest.fixture(scope="module")
+def tiny_cache(tmp_path_factory):
+    return build_tiny_cache(tmp_path_factory.mktemp("archs") / "data_src", n_positive=12, n_negative=38)
+
+
+def _params(arch: str):
+    from classprune.config import Params
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["model"].update(arch=arch, pretrained="none")
+    raw["train"].update(iterations=12, warmup=1, batch_size=8, device="cpu", loader_workers=0)
+    raw["prune"].update(rounds=[{"k": k, "prev": k - 1} for k in range(1, ROUNDS + 1)],
+                        ignore=[registry.get(arch).output_layer])
+    raw["run"].update(seeds=[0], scenarios=["black"], channel_scenarios=[])
+    raw["baselines"]["methods"], raw["evaluate"]["batch_size"] = [], 16
+    return Params.model_validate(raw)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "alexnet"])
+def test_each_architectures_tiny_chain_prunes_rewinds_and_keeps_batchnorm_whole(arch, tiny_cache, tmp_path):
+    from classprune import io
+    from classprune.evaluation.evaluate import evaluate_chain
+    from classprune.lottery import runner
+    from classprune.lottery.masks import load_mask
+
+    params = _params(arch)
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cache").symlink_to(tiny_cache)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        runner.run_chain(params, "black", 0)
+        result = evaluate_chain(params, "black", 0)
+    finally:
+        os.chdir(cwd)
+    chain = tmp_path / "models" / "black" / "seed_0"
+    w0 = io.load_torch(chain / "round_0" / "weights.pt")
+    model = runner.build(params, 0, w0)
+    bn = {n for n, m in model.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    assert bool(bn) == registry.get(arch).batch_norm
+    bn_state = [k for k in w0 if k.rpartition(".")[0] in bn]   # weight, bias, running_mean/var, num_batches
+    prunable = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    for k in range(1, ROUNDS + 1):
+        d = chain / f"round_{k}"
+        mask, weights, rewound = load_mask(d / "mask.pt"), io.load_torch(d / "weights.pt"), io.load_torch(d / "rewound.pt")
+        assert set(mask) == prunable - {registry.get(arch).output_layer}, "only conv and linear weights are pruned"
+        kept = sum(int(m.sum()) for m in mask.values()) / sum(m.numel() for m in mask.values())
+        assert abs(kept - 0.5 ** (k - 1)) < 0.01, (k, kept)
+        for n, m in mask.items():
+            assert not weights[n][~m].any() and not rewound[n][~m].any(), f"pruned {n} not 0 in round {k}"
+            assert torch.equal(rewound[n][m], w0[n][m]), "survivors rewind to W0"
+        # rewinding restores W0's BN parameters and running statistics; training moved them
+        assert all(torch.equal(rewound[key], w0[key]) for key in bn_state), f"BN not rewound to W0 in round {k}"
+        if bn_state:
+            assert any(not torch.equal(weights[key], w0[key]) for key in bn_state if "running" in key)
+    assert len(result["test_auc"]) == ROUNDS and all(0 <= a <= 1 for a in result["test_auc"])
+    import json
+
+    rounds = json.loads((tmp_path / "reports" / "rounds" / "seed_0" / "black.json").read_text())["rounds"]
+    width = registry.get(arch).width   # the diagnosis watches the small head on every network
+    assert all(r["diagnosis"]["units"] == {"features": width, "head1": 8, "head2": 8} for r in rounds), rounds[0]
+
+
+def test_evaluation_uses_the_running_statistics():
+    """In eval mode a BN network scores an image the same alone or in any batch (running statistics, not the
+    batch's), which is what evaluation and a shipped model rely on."""
+    from classprune.models.network import build_model
+
+    model = build_model("none", seed=0, arch="resnet18").eval()
+    x = torch.randn(6, 3, 64, 64)
+    with torch.no_grad():
+        together, alone = model(x), torch.cat([model(x[i:i + 1]) for i in range(6)])
+    assert torch.allclose(together, alone, atol=1e-5)
+
+
+def test_the_alexnet_entry_is_the_papers_network():
+    from classprune.constants import NUM_PARAMETERS
+    from classprune.models.network import build_model, count_parameters
+
+    model = build_model("none", seed=0)
+    assert count_parameters(model) == NUM_PARAMETERS
+    assert [m.out_features for m in model.classifier if isinstance(m, nn.Linear)] == [8, 8, 2]
+
+
+@pytest.mark.parametrize("arch", sorted(registry.ARCHS))
+def test_the_head_widths_are_params_on_every_network(arch):
+    from classprune.models.network import build_model
+
+    model = build_model("none", seed=0, arch=arch, head=(4, 6))
+    head = model.get_submodule(registry.get(arch).head)
+    assert [m.out_features for m in head if isinstance(m, nn.Linear)] == [4, 6, 2]
+    assert head[1].in_features == registry.get(arch).width
+    assert registry.get(arch).output_layer in dict(model.named_parameters())
+
+
+def test_a_bad_head_width_is_one_line_naming_the_key(tmp_path):
+    from classprune.config import load_params
+
+    with pytest.raises(ConfigError) as err:
+        load_params(_params_file(tmp_path, head=[0, 8]))
+    assert "model.head" in str(err.value) and "\n" not in str(err.value), str(err.value)
+
+
+def _params_file(tmp_path: Path, **model) -> Path:
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    raw["model"].update(model)
+    path = tmp_path / "params.yaml"
+    path.write_text(yaml.safe_dump(raw, sort_keys=False))
+    return path
+
+
+@pytest.mark.parametrize(("model", "needles"), [
+    ({"arch": "vgg16"}, ("model.arch", "vgg16")),
+    ({"arch": "resnet18", "pretrained": "none"}, ("run.channel_scenarios", "resnet18")),  # not yet: one line
+])
+def test_an_unknown_or_unsupported_arch_is_one_line_naming_the_key(tmp_path, model, needles):
+    from classprune.config import load_params
+
+    with pytest.raises(ConfigError) as err:
+        load_params(_params_file(tmp_path, **model))
+    assert all(n in str(err.value) for n in needles) and "\n" not in str(err.value), str(err.value)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_the_source_task_pretrains_each_architectures_backbone_and_w0_takes_it(arch):
+    """W0 per architecture: the backbone (BN running statistics included) learned on the source task, a fresh
+    small head; another network's features are refused in one line."""
+    from classprune.errors import CheckpointError
+    from classprune.models.network import build_model
+    from classprune.models.pretrain import build_w0, pretrain_features
+
+    out = pretrain_features(steps=3, batch_size=8, n_per_class=4, n_check_per_class=2, arch=arch)
+    head = registry.get(arch).head + "."
+    fresh = build_model("none", seed=1, arch=arch).state_dict()
+    assert set(out["features"]) == {k for k in fresh if not k.startswith(head)}
+    moved = [k for k in out["features"] if "running_mean" in k and not torch.equal(out["features"][k], fresh[k])]
+    assert moved, "pretraining left the BN running statistics at their init"
+    w0 = build_w0(out["features"], seed=1, arch=arch).state_dict()
+    assert all(torch.equal(w0[k], v) for k, v in out["features"].items())
+    assert all(torch.equal(w0[k], fresh[k]) for k in fresh if k.startswith(head)), "the head is the seed's"
+    alexnet = pretrain_features(steps=1, batch_size=4, n_per_class=2, n_check_per_class=1)["features"]
+    with pytest.raises(CheckpointError, match="do not fit"):
+        build_w0(alexnet, seed=1, arch=arch)
+
+
+def test_the_init_stage_refuses_an_unknown_arch_in_one_line_and_writes_nothing(tmp_path):
+    _params_file(tmp_path, arch="vgg16", pretrained="none")
+    proc = subprocess.run([sys.executable, str(ROOT / "stages" / "init.py"), "--scenario", "red", "--seed", "0"],
+                          cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode != 0 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
+    assert "model.arch" in lines[0] and "vgg16" in lines[0], lines[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
+
