@@ -63,6 +63,9 @@ def set_params(params_file: Path, scenarios: list[str] | None = None, seeds: lis
     p = yaml.load(params_file.read_text())
     if scenarios:
         p["run"]["scenarios"] = flow_style(CommentedSeq(scenarios))
+        if "channel_scenarios" in p["run"]:  # a channel ticket starts from its scenario's weight chain
+            kept = [s for s in p["run"]["channel_scenarios"] if s in scenarios]
+            p["run"]["channel_scenarios"] = flow_style(CommentedSeq(kept))
     if seeds:
         p["run"]["seeds"] = flow_style(CommentedSeq(int(s) for s in seeds))
     if dataset:
@@ -169,7 +172,8 @@ def _report_split(repo: Path) -> str:
 
 def parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="python -m flows.fanout", description=classprune_fanout.__doc__.split("\n")[0])
-    p.add_argument("--scenarios", nargs="*", help="scenarios to run (default: run.scenarios of params.yaml)")
+    p.add_argument("--scenarios", nargs="*", help="scenarios to run (default: run.scenarios of params.yaml); "
+                   "run.channel_scenarios keeps those among them")
     p.add_argument("--seeds", nargs="*", type=int, help="seeds to run (default: run.seeds of params.yaml)")
     p.add_argument("--datasets", nargs="*", help="data.source values, run one after another")
     return add_runner_args(p)

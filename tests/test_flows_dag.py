@@ -117,6 +117,7 @@ def test_fanout_params_edit_keeps_the_file_readable(tmp_path):
     assert all(c in text for c in comments)           # the documentation in params.yaml survives
     run = yaml.safe_load(text)["run"]
     assert run["scenarios"] == ["red", "green"]
+    assert run["channel_scenarios"] == ["red"]          # black's channel ticket needs black's weight chain
     assert run["seeds"] == [0, 3]
     assert load_params(params).run.seeds == [0, 3]
 
