@@ -101,9 +101,10 @@ def run_unit(scenario: str, seed: int, source: Path) -> str:
     dense = workdir("dense", source)
     os.chdir(dense)
     base = params_for(None)
-    if not (folder / "round_1" / "weights.pt").is_file():
-        lottery.init(base, scenario, seed, "channel")
-        lottery.train_round(base, scenario, seed, 1, "channel")
+    if not (folder / "round_1" / "weights.pt").is_file():  # the dense round, shared (the weight chain's, as lt_ch)
+        lottery.init(base, scenario, seed)
+        lottery.train_round(base, scenario, seed, 1)
+        lottery.adopt_dense_rounds(base, scenario, seed)
     for name in CANDIDATES:
         d = workdir(name, source)
         os.chdir(d)
