@@ -24,8 +24,9 @@ import torch
 from torch import nn
 
 from .. import io
+from ..paths import CACHE
 from ..errors import CheckpointError, DataError, ExportError, first_line
-from .export import (CACHE_DIR, cache_meta, calibration, check_threshold, deploy_info, int8_nodes,
+from .export import (cache_meta, calibration, check_threshold, deploy_info, int8_nodes,
                      positive_class_of, read_selection, ship_files)
 from .onnx_files import FILES, export_onnx
 
@@ -133,7 +134,7 @@ def compact_markdown(info: Mapping[str, Any] | None, scenario: str) -> str:
 
 
 def export_channel(params, scenario: str, selection: str | Path = SELECTION_CHANNEL,
-                   cache_dir: str | Path = CACHE_DIR, out_root: str | Path = EXPORT_CHANNEL_DIR,
+                   cache_dir: str | Path = CACHE, out_root: str | Path = EXPORT_CHANNEL_DIR,
                    tables: str | Path = TABLES) -> dict[str, Any]:
     """The export_ch stage: one scenario's selected channel ticket, compacted, as ONNX fp32 and int8."""
     from . import shipped

@@ -20,6 +20,7 @@ import numpy as np
 import torch
 
 from .. import io
+from ..paths import CACHE
 from ..errors import CheckpointError, ConfigError, DataError
 from .onnx_files import FILES, cpu_features, cpu_text, export_onnx, quantize_int8
 from .sizes import SIZES_CSV, gz_size, write_sizes_csv
@@ -30,7 +31,6 @@ EXPORT_DIR = Path("models/export")
 EXPORT_CSV = Path("reports/export.csv")
 EXPORT_MD = Path("reports/export.md")
 EXPORT_JSON = Path("reports/export.json")
-CACHE_DIR = Path("data/cache")
 SPARSE = {"fp32": ("sparse_fp32.pt", torch.float32), "fp16": ("sparse_fp16.pt", torch.float16)}
 ONNX_FILE = FILES["fp32"]
 DEPLOY_FILE = "deploy.json"
@@ -226,7 +226,7 @@ def ship_files(out: Path, info: dict[str, Any], params, cache_dir: Path, row: Ma
     return rows
 
 
-def export_selection(params, selection: str | Path = SELECTION, cache_dir: str | Path = CACHE_DIR,
+def export_selection(params, selection: str | Path = SELECTION, cache_dir: str | Path = CACHE,
                      out_dir: str | Path = EXPORT_DIR, sizes_csv: str | Path = SIZES_CSV,
                      export_csv: str | Path = EXPORT_CSV, export_md: str | Path = EXPORT_MD,
                      export_json: str | Path = EXPORT_JSON) -> dict[str, Any]:

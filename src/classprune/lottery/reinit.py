@@ -21,13 +21,12 @@ SEED_OFFSET = 1_000_003  # control seeds never meet a ticket's seed
 def fresh_compact(params: Params, seed: int, mask: dict):
     """The compact network of ``mask``, every layer freshly initialised for its own shape, with the map of
     its state back to full shape."""
-    from .runner import trainable
+    from .runner import network_args, trainable
     from ..models.network import build_model
 
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(seed + SEED_OFFSET)
-        full = build_model("none", seed=seed + SEED_OFFSET, dropout=params.model.dropout, arch=params.model.arch,
-                           head=params.model.head)
+        full = build_model("none", seed=seed + SEED_OFFSET, **network_args(params))
         small, grow = trainable(params, "channel", full, mask)
         for module in small.modules():
             if hasattr(module, "reset_parameters") and module is not small:

@@ -49,6 +49,11 @@ def scenario_loss(params: Params, scenario: str, k: int, device: torch.device | 
     return ClassDependentLoss(gamma, sc.lam, params.train.margin).to(device or "cpu"), gamma
 
 
+def network_args(params: Params) -> dict:
+    """build_model's arguments that params.model sets (all but the weights' source and the seed)."""
+    return {"dropout": params.model.dropout, "arch": params.model.arch, "head": params.model.head}
+
+
 def build(params: Params, seed: int, state: dict | None = None, device: torch.device | None = None,
           features_path: Path = PRETRAINED_FEATURES) -> torch.nn.Module:
     """The seeded network (W0), or, given a checkpoint ``state``, the network holding exactly that state; on
@@ -60,16 +65,13 @@ def build(params: Params, seed: int, state: dict | None = None, device: torch.de
 
         if not Path(features_path).is_file():
             raise DataError(f"{features_path} not found; run the pretrain stage first (model.pretrained: source)")
-        return build_w0(io.load_torch(features_path), seed, params.model.dropout, arch=params.model.arch,
-                        head=params.model.head).to(device or "cpu")
+        return build_w0(io.load_torch(features_path), seed, **network_args(params)).to(device or "cpu")
     if state is None:
-        return build_model(params.model.pretrained, seed=seed, dropout=params.model.dropout,
-                           arch=params.model.arch, head=params.model.head).to(device or "cpu")
+        return build_model(params.model.pretrained, seed=seed, **network_args(params)).to(device or "cpu")
     # Built on the meta device and filled from the checkpoint: no random init to throw away, and no
     # ImageNet weights to fetch in stages that only continue from saved weights.
     with torch.device("meta"):
-        model = build_model("none", seed=seed, dropout=params.model.dropout, arch=params.model.arch,
-                            head=params.model.head)
+        model = build_model("none", seed=seed, **network_args(params))
     model.load_state_dict(state, assign=True)
     return model.to(device or "cpu")
 
@@ -176,10 +178,9 @@ def adopt_dense_rounds(params: Params, scenario: str, seed: int) -> None:
     weight = [round_paths(params, scenario, seed, j) for j in (0, 1)]
     model = build(params, seed, io.load_torch(weight[0].weights))
     mask = full_channel_mask(model, channel_units(params, model))
-    for j, src in enumerate(weight):
-        if not src.weights.is_file():
-            raise DataError(f"{src.weights} not found; the channel ticket starts from {chain(scenario)}'s round "
-                            f"{j}: run its stage first")
+    if not weight[1].weights.is_file():   # round 0's was loaded above
+        raise DataError(f"{weight[1].weights} not found; the channel ticket starts from {chain(scenario)}'s round "
+                        f"1: run its stage first")
     for j, src in enumerate(weight):
         out = round_paths(params, scenario, seed, j, "channel")
         io.copy(src.weights, out.weights)

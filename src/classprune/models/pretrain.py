@@ -32,8 +32,9 @@ HELD_OUT_START = 10_000_000
 def source_net(arch: str, seed: int, n_classes: int) -> nn.Module:
     """The network with a plain Linear(width, n_classes) head in place of the small one: its backbone learns the
     source task (AlexNet: features -> 1x1 average pool -> Linear(256, n_classes))."""
+    entry = registry.get(arch)
     net = build_model("none", seed=seed, arch=arch)
-    setattr(net, registry.get(arch).head, nn.Linear(registry.get(arch).width, n_classes))
+    setattr(net, entry.head, nn.Linear(entry.width, n_classes))
     return net
 
 
