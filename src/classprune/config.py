@@ -218,9 +218,6 @@ class Params(_Strict):
         if missing:
             raise ValueError(f"run.channel_scenarios {missing} must also be in run.scenarios: a channel ticket starts "
                              f"from its weight chain's rounds 0 and 1")
-        if self.run.channel_scenarios and self.model.arch != "alexnet":
-            raise ValueError(f"run.channel_scenarios: channel tickets support model.arch alexnet only so far, not "
-                             f"{self.model.arch} (BN, residual and depthwise channel units are not handled yet); set it to []")
         return self
 
     @model_validator(mode="after")

@@ -38,10 +38,12 @@ class Slice:
 
 @dataclass(frozen=True)
 class Unit:
-    """The channels of one conv layer (the root) and every parameter slice tied to them."""
+    """The channels of one coupled group, named by its first conv layer (the root), and every parameter slice
+    tied to them; ``stats`` are the BN running statistics that follow the channels but are not masked."""
     layer: str
     size: int
     slices: tuple[Slice, ...]
+    stats: tuple[Slice, ...] = ()
 
 
 def example_input(model: nn.Module, image_size: int) -> torch.Tensor:
@@ -84,41 +86,67 @@ def resolve_layers(model: nn.Module, layers: str | Sequence[str]) -> list[str]:
     return list(layers)
 
 
-def _slices(dep, idxs, root_idxs, names: Mapping[nn.Module, str]) -> list[Slice]:
-    """The parameter slices of one dependency of a group; layers without parameters (ReLU, pooling) give none."""
+def _slices(dep, idxs, root_idxs, names: Mapping[nn.Module, str]) -> tuple[list[Slice], list[Slice]]:
+    """(parameter slices, running-statistics slices) of one dependency of a group; layers without parameters
+    (ReLU, pooling, additions) give none."""
     import torch_pruning as tp
 
     layer, fn = dep.layer, dep.pruning_fn
     if not isinstance(layer, nn.Module) or not any(True for _ in layer.parameters(recurse=False)):
-        return []
+        return [], []
     index, channel = torch.tensor(list(idxs), dtype=torch.long), torch.tensor(list(root_idxs), dtype=torch.long)
     name = names[layer]
-    if isinstance(layer, (nn.BatchNorm2d, nn.LayerNorm)):
-        return []  # never pruned (DESIGN): a pruned channel's BN output is read by nobody; compaction drops it
+
+    def along(dim: int, *attrs: str) -> list[Slice]:
+        return [Slice(f"{name}.{a}", dim, index, channel) for a in attrs if getattr(layer, a, None) is not None]
+
+    if isinstance(layer, nn.BatchNorm2d):  # a pruned channel takes its BN entries with it
+        return along(0, "weight", "bias"), along(0, "running_mean", "running_var")
+    depthwise = isinstance(layer, nn.Conv2d) and layer.groups == layer.in_channels == layer.out_channels > 1
+    if depthwise and fn in (tp.prune_depthwise_conv_out_channels, tp.prune_depthwise_conv_in_channels):
+        return along(0, "weight", "bias"), []  # channel c is filter c: its input and output at once
     grouped = isinstance(layer, nn.Conv2d) and layer.groups != 1
     if fn in (tp.prune_conv_out_channels, tp.prune_linear_out_channels) and not grouped:
-        out = [Slice(f"{name}.weight", 0, index, channel)]
-        return out + ([Slice(f"{name}.bias", 0, index, channel)] if layer.bias is not None else [])
+        return along(0, "weight", "bias"), []
     if fn in (tp.prune_conv_in_channels, tp.prune_linear_in_channels) and not grouped:
-        return [Slice(f"{name}.weight", 1, index, channel)]
+        return along(1, "weight"), []
     raise ConfigError(f"channel tickets cannot yet mask {name} ({type(layer).__name__}, "
                       f"{getattr(fn, '__name__', fn)}) tied to a pruned channel; leave its root layer out of "
                       "prune.channel.layers")
 
 
-def units(model: nn.Module, layers: str | Sequence[str], image_size: int) -> list[Unit]:
-    """One unit per conv layer in ``layers``: its channels and every parameter slice the graph ties to them."""
+def _root_fn(conv: nn.Conv2d):
     import torch_pruning as tp
 
+    depthwise = conv.groups == conv.in_channels == conv.out_channels > 1
+    return tp.prune_depthwise_conv_out_channels if depthwise else tp.prune_conv_out_channels
+
+
+def _group(graph, conv: nn.Conv2d, idxs: Sequence[int]):
+    return graph.get_pruning_group(conv, _root_fn(conv), idxs=list(idxs))
+
+
+def units(model: nn.Module, layers: str | Sequence[str], image_size: int) -> list[Unit]:
+    """One unit per coupled group of the conv layers in ``layers``: a residual addition (ResNet, MobileNetV2)
+    or a depthwise conv ties several convs' channels into one group, which is one unit named by its first
+    conv (the others are not units of their own: pruning one prunes all)."""
     names = resolve_layers(model, layers)
     graph = _graph(model, image_size)
     modules, module_names = dict(model.named_modules()), {m: n for n, m in model.named_modules()}
-    out = []
+    out, covered = [], set()
     for name in names:
+        if name in covered:
+            continue
         conv = modules[name]
-        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
-        slices = tuple(s for item in group for s in _slices(item.dep, item.idxs, item.root_idxs, module_names))
-        out.append(Unit(name, conv.out_channels, slices))
+        group = _group(graph, conv, range(conv.out_channels))
+        slices, stats = [], []
+        for item in group:
+            p, s = _slices(item.dep, item.idxs, item.root_idxs, module_names)
+            slices += p
+            stats += s
+            if isinstance(item.dep.layer, nn.Conv2d) and any(x.param.endswith(".weight") and x.dim == 0 for x in p):
+                covered.add(module_names[item.dep.layer])  # its output channels are this unit's
+        out.append(Unit(name, conv.out_channels, tuple(slices), tuple(stats)))
     return out
 
 
@@ -149,7 +177,6 @@ def compact(model: nn.Module, mask: Mapping[str, torch.Tensor], unit_list: Seque
             image_size: int) -> nn.Module:
     """A copy of ``model`` with the pruned channels physically removed by Torch-Pruning (not hand slicing):
     its logits equal the masked network's."""
-    import torch_pruning as tp
 
     small = copy.deepcopy(model)
     graph = _graph(small, image_size)
@@ -157,7 +184,7 @@ def compact(model: nn.Module, mask: Mapping[str, torch.Tensor], unit_list: Seque
     for layer, live in alive(mask, unit_list).items():
         dead = (~live).nonzero().flatten().tolist()
         if dead:
-            graph.get_pruning_group(modules[layer], tp.prune_conv_out_channels, idxs=dead).prune()
+            _group(graph, modules[layer], dead).prune()
     return small
 
 
@@ -167,7 +194,7 @@ def live_index(mask: Mapping[str, torch.Tensor], unit_list: Sequence[Unit]) -> d
     live = alive(mask, unit_list)
     out: dict[str, dict[int, torch.Tensor]] = {}
     for u in unit_list:
-        for s in u.slices:
+        for s in u.slices + u.stats:
             out.setdefault(s.param, {})[s.dim] = s.index[live[u.layer][s.channel]]
     return out
 
@@ -226,15 +253,12 @@ def register(name: str) -> Callable[[ChannelCriterion], ChannelCriterion]:
 
 
 def _importance(importance, small: nn.Module, layers: Sequence[str], image_size: int) -> dict[str, torch.Tensor]:
-    import torch_pruning as tp
 
     graph = _graph(small, image_size)
     modules = dict(small.named_modules())
     out = {}
     for name in layers:
-        conv = modules[name]
-        group = graph.get_pruning_group(conv, tp.prune_conv_out_channels, idxs=list(range(conv.out_channels)))
-        out[name] = importance(group).detach().to(torch.float64)
+        out[name] = importance(_group(graph, modules[name], range(modules[name].out_channels))).detach().to(torch.float64)
     return out
 
 
