@@ -9,7 +9,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from .baselines.config import Baselines
-from .constants import DEVICE_PATTERN, MIN_IMAGE_SIZE
+from .constants import DEVICE_PATTERN
 from .errors import ConfigError
 from .prune_config import Prune
 from .scenarios import SCENARIOS, Scenario
@@ -47,7 +47,7 @@ class Data(_Strict):
     fractions: tuple[float, float, float] = (0.7, 0.15, 0.15)
     val_fraction: float = Field(0.15, gt=0, lt=1)
     split_seed: int = 0
-    image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
+    image_size: int = Field(64, ge=1)  # at least model.arch's minimum (the registry's)
     augment: Literal["none", "crack", "isic"] = "crack"
     normalize: Literal["train", "imagenet"] = "train"
     workers: int = Field(0, ge=0)  # processes generating / decoding images (0: all cores); output independent of it
@@ -93,7 +93,7 @@ class Pretrain(_Strict):
     momentum: float = Field(0.9, ge=0, lt=1)
     grad_clip: float = Field(2.0, ge=0)
     n_per_class: int = Field(800, ge=1)   # source images per class (8 classes)
-    image_size: int = Field(64, ge=MIN_IMAGE_SIZE)
+    image_size: int = Field(64, ge=1)  # at least model.arch's minimum
     seed: int = 0
 
 
@@ -213,6 +213,16 @@ class Params(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _images_fit_the_network(self):
+        from .models.registry import get
+
+        least = get(self.model.arch).min_image_size
+        for key, size in (("data.image_size", self.data.image_size), ("pretrain.image_size", self.pretrain.image_size)):
+            if size < least:
+                raise ValueError(f"{key} {size} is below {self.model.arch}'s minimum of {least} px (its strides and pools)")
+        return self
+
+    @model_validator(mode="after")
     def _channel_tickets_startable(self):
         missing = [s for s in self.run.channel_scenarios if s not in self.run.scenarios]
         if missing:
@@ -222,7 +232,12 @@ class Params(_Strict):
 
     @model_validator(mode="after")
     def _baselines_consistent(self):
+        from .models.registry import get
+
         b = self.baselines
+        if "lobs" in b.methods and get(self.model.arch).depthwise:
+            raise ValueError(f"baselines.methods: lobs does not apply to {self.model.arch}: its depthwise convs read one "
+                             "input channel per filter, and L-OBS's layer-wise Hessian assumes one input space per layer")
         if b.methods and b.source_scenario not in self.run.scenarios:
             raise ValueError(f"baselines.source_scenario {b.source_scenario!r} must be one of run.scenarios "
                              f"{self.run.scenarios} (its round 0 and 1 feed the baselines)")

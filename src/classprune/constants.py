@@ -1,8 +1,6 @@
 """Facts several modules agree on, in a leaf (no torch), so that config validates params.yaml without torch."""
 
 NUM_PARAMETERS = 2_471_842  # AlexNet-256-8-8-2
-# Smallest input that survives AlexNet's stride-4 conv and three 3x3/2 max-pools.
-MIN_IMAGE_SIZE = 63
 DEVICE_PATTERN = r"auto|cpu|cuda(:\d+)?"
 # The lottery-ticket criteria (classprune.lottery.pruning registers them; SNIP and L-OBS are baselines, not these).
 LT_CRITERIA = ("magnitude_increase", "magnitude")

@@ -62,15 +62,14 @@ def recalibrate_batchnorm(model: nn.Module, loader, device: torch.device) -> Non
 
 def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
     """MobileNet trained with the class-dependent loss of ``baselines.mobilenet`` (gamma, lam) for
-    one LT round's iterations; one point at its parameter count relative to the paper's AlexNet."""
+    one LT round's iterations; one point at its parameter count relative to the pruned network's (model.arch)."""
     from ..data.loader import class_counts
     from ..evaluation.evaluate import evaluate_model
     from ..lottery.losses import ClassDependentLoss, resolve_gamma
     from ..lottery.runner import round_seed, train_loader
     from ..lottery.masks import full_mask
     from ..paths import CACHE
-    from ..constants import NUM_PARAMETERS
-    from ..models.network import count_parameters
+    from ..models.network import count_parameters, dense_parameters
     from ..lottery import trainlog
     from ..lottery.train import sgd, train_masked
 
@@ -85,8 +84,8 @@ def mobilenet(params: Params, seed: int, device: torch.device) -> list[dict]:
                               t.iterations, **sgd(t), desc=cfg.arch, log=log)
     recalibrate_batchnorm(model, train_loader(params, train=False, device=device), device)
     result = evaluate_model(params, model, mask)
-    n_params = count_parameters(model)
-    return [{"round": 1, **result, "remaining": n_params / NUM_PARAMETERS, "remaining_all": n_params / NUM_PARAMETERS,
+    n_params, dense = count_parameters(model), dense_parameters(params.model.arch, params.model.head)
+    return [{"round": 1, **result, "remaining": n_params / dense, "remaining_all": n_params / dense,
              "parameters": n_params,
              "arch": cfg.arch, "final_loss": losses[-1]}]
 

@@ -41,6 +41,11 @@ def positive_class_of(params) -> str:
     return "malignant" if params.data.source == "isic" else params.data.positive_class
 
 
+def network_of(params) -> dict[str, Any]:
+    """The network an export file holds (the sparse file names it)."""
+    return {"arch": params.model.arch, "head": list(params.model.head)}
+
+
 def deploy_info(meta: Mapping[str, Any], threshold: float, positive_class: str, *, scenario: str, seed: int,
                 k: int, weights: str, mask_path: str, remaining: float, nonzero: int) -> dict[str, Any]:
     """What a runtime needs beside the weights: preprocessing, decision rule, and where the model came from."""
@@ -67,7 +72,8 @@ def check_threshold(scenario: str, threshold: float) -> float:
 
 
 def _write_export(out: Path, weights: str | Path, mask_path: str | Path, meta: Mapping[str, Any],
-                  threshold: float, positive_class: str, *, scenario: str, seed: int, k: int) -> dict[str, Any]:
+                  threshold: float, positive_class: str, *, scenario: str, seed: int, k: int,
+                  network: Mapping[str, Any] | None = None) -> dict[str, Any]:
     from ..lottery.masks import load_mask
 
     threshold = check_threshold(scenario, threshold)
@@ -76,7 +82,7 @@ def _write_export(out: Path, weights: str | Path, mask_path: str | Path, meta: M
         raise CheckpointError(f"{weights} does not hold the tensors named in {mask_path}")
     out.mkdir(parents=True, exist_ok=True)
     for key, (fname, dtype) in SPARSE.items():
-        torch.save(to_sparse(state, mask, dtype), out / fname)
+        torch.save(to_sparse(state, mask, dtype, **(network or {})), out / fname)
     model = load_sparse(out / SPARSE["fp32"][0])
     nonzero = sum(int(torch.count_nonzero(p)) for p in model.parameters())
     total = sum(int(m.numel()) for m in mask.values())
@@ -90,11 +96,12 @@ def _write_export(out: Path, weights: str | Path, mask_path: str | Path, meta: M
 
 def export_model(out_dir: str | Path, weights: str | Path, mask_path: str | Path, meta: Mapping[str, Any],
                  threshold: float, positive_class: str = "Positive", *, scenario: str = "model", seed: int = 0,
-                 k: int = 0) -> dict[str, Any]:
-    """Export one checkpoint + mask into ``out_dir`` (atomically); return its deploy info."""
+                 k: int = 0, network: Mapping[str, Any] | None = None) -> dict[str, Any]:
+    """Export one checkpoint + mask into ``out_dir`` (atomically); return its deploy info. ``network``:
+    {"arch", "head"} of params.model (default AlexNet-256-8-8-2)."""
     with io.atomic_path(out_dir, is_dir=True) as tmp:
         return _write_export(tmp, weights, mask_path, meta, threshold, positive_class, scenario=scenario,
-                             seed=seed, k=k)
+                             seed=seed, k=k, network=network)
 
 
 def read_selection(path: str | Path = SELECTION) -> dict[str, dict | None]:
@@ -245,7 +252,8 @@ def export_selection(params, selection: str | Path = SELECTION, cache_dir: str |
                 print(f"export: {name}: no level met the FN budget, nothing exported")
                 continue
             info = _write_export(tmp / name, entry["weights"], entry["mask"], meta, entry["threshold"],
-                                 positive_class_of(params), scenario=name, seed=entry["seed"], k=entry["round"])
+                                 positive_class_of(params), scenario=name, seed=entry["seed"], k=entry["round"],
+                                 network=network_of(params))
             row = {"scenario": name, "seed": info["seed"], "round": info["round"],
                    "remaining": info["remaining"], "nonzero": info["nonzero"]}
             onnx_rows += ship_onnx(tmp / name, info, params, cache_dir, row)

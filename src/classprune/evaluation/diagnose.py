@@ -17,8 +17,6 @@ from torch import nn
 # The activations watched, in the paper's small head wherever a network keeps it (classprune.models.registry):
 # the pooled backbone features it reads (after ReLU and pooling, so >= 0) and its two ReLUs.
 WATCHED = {"features": ("1", "input"), "head1": ("2", "output"), "head2": ("5", "output")}
-# AlexNet's pretrained conv layers, whose kept W0 magnitude the report shows per layer (other networks: not yet)
-CONV = ("features.0", "features.3", "features.6", "features.8", "features.10")
 CAUSES = ("features lost", "dead head", "output cut", "ranks, one class at argmax", "alive")
 
 

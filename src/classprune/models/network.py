@@ -68,6 +68,18 @@ def count_parameters(model: nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
 
 
+def conv_layers(arch: str = "alexnet", head: tuple[int, int] = (8, 8)) -> list[str]:
+    """The network's Conv2d module names: its backbone's layers, whose kept W0 magnitude the report shows."""
+    with torch.device("meta"):
+        return [n for n, m in registry.build(arch, tuple(head)).named_modules() if isinstance(m, nn.Conv2d)]
+
+
+def dense_parameters(arch: str = "alexnet", head: tuple[int, int] = (8, 8)) -> int:
+    """Parameters of the unpruned network (counted on the meta device: nothing allocated)."""
+    with torch.device("meta"):
+        return count_parameters(registry.build(arch, tuple(head)))
+
+
 def positive_score(logits: torch.Tensor) -> torch.Tensor:
     """Log-odds of the positive class: the score that AUC and the ranking loss rank by."""
     return logits[:, 1] - logits[:, 0]

@@ -24,6 +24,7 @@ class Arch:
     min_image_size: int   # smallest input its strides and pools survive
     batch_norm: bool      # BN layers: never pruned, rewound with their running statistics
     backbone: str | None = None  # the submodule the source task pretrains and saves; None: all but the head
+    depthwise: bool = False  # depthwise convs: one input space per channel, so L-OBS's one Hessian per layer does not apply
 
     @property
     def output_layer(self) -> str:
@@ -35,7 +36,8 @@ ARCHS: dict[str, Arch] = {
     # the paper's AlexNet-256-8-8-2: torchvision's features, a 1x1 average pool (torchvision's is 6x6)
     "alexnet": Arch("alexnet", "AlexNet_Weights", "classifier", 256, 63, batch_norm=False, backbone="features"),
     "resnet18": Arch("resnet18", "ResNet18_Weights", "fc", 512, 32, batch_norm=True),
-    "mobilenet_v2": Arch("mobilenet_v2", "MobileNet_V2_Weights", "classifier", 1280, 32, batch_norm=True),
+    "mobilenet_v2": Arch("mobilenet_v2", "MobileNet_V2_Weights", "classifier", 1280, 32, batch_norm=True,
+                         depthwise=True),
 }
 
 

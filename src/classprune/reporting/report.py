@@ -3,13 +3,13 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Collection
 from pathlib import Path
 
 import pandas as pd
 
 from .. import io
 from ..config import Params
-from ..evaluation.diagnose import CONV
 from ..evaluation.metrics import METRIC_KEYS
 from .summary import channel_markdown, summary_markdown
 
@@ -22,16 +22,16 @@ MEAN_KEYS = (*METRIC_KEYS, "balanced_accuracy", *(f"op_{k}" for k in OP_KEYS))
 COST_KEYS = ("macs", "params", "macs_share")  # what a channel ticket's compact network costs; NaN otherwise
 
 
-def diagnosis_columns(rd: dict) -> dict:
-    """The evaluate stage's diagnosis on val (classprune.evaluation.diagnose), flat; empty for models without one."""
+def diagnosis_columns(rd: dict, convs: Collection[str]) -> dict:
+    """The evaluate stage's diagnosis on val (classprune.evaluation.diagnose), flat; empty for models without one.
+    ``w0_kept_conv`` is the share of W0's magnitude kept, mean over the network's conv layers, ``_min`` the least."""
     d = rd.get("diagnosis")
     if not d:
         return {"score_constant": False, "cause": None}
-    kept = d.get("w0_kept") or {}
+    kept = [v for c, v in (d.get("w0_kept") or {}).items() if c in convs]
     return {"score_constant": bool(d["score_constant"]), "cause": d["cause"],
             **{f"dead_{k}": v for k, v in d["dead"].items()},
-            **{f"w0_kept_{c}": kept.get(c) for c in CONV},
-            "w0_kept_conv": (sum(kept[c] for c in CONV) / len(CONV)) if all(c in kept for c in CONV) else None}
+            "w0_kept_conv": sum(kept) / len(kept) if kept else None, "w0_kept_conv_min": min(kept) if kept else None}
 
 
 def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
@@ -41,9 +41,11 @@ def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
     read; a declared file that is missing is an error naming it.
     """
     from ..errors import DataError
+    from ..models.network import conv_layers
     from ..paths import declared_results
 
     rows, wanted_rounds = [], {r.k for r in params.prune.rounds}
+    convs = set(conv_layers(params.model.arch, params.model.head))
     for rel in declared_results(params):
         path = Path(root) / rel
         if not path.is_file():
@@ -57,7 +59,7 @@ def load_results(params: Params, root: str | Path = ".") -> pd.DataFrame:
                 m, op = rd[split], rd[split].get("op", {})
                 rows.append({"method": r["method"], "kind": r["kind"], "seed": r["seed"], "round": rd["round"],
                              "remaining": rd["remaining"], "remaining_all": rd.get("remaining_all", rd["remaining"]),
-                             "nonzero": rd.get("nonzero"), "split": split, **diagnosis_columns(rd),
+                             "nonzero": rd.get("nonzero"), "split": split, **diagnosis_columns(rd, convs),
                              "threshold": rd.get("threshold"),
                              **{k: m.get(k) for k in (*METRIC_KEYS, "balanced_accuracy", "tp", "fp", "tn", "fn")},
                              "constant": bool(m.get("constant", False)),

@@ -6,7 +6,7 @@ import math
 import pandas as pd
 
 from ..config import Params
-from ..evaluation.diagnose import CAUSES, CONV
+from ..evaluation.diagnose import CAUSES
 from ..paths import chain, reinit_method
 
 
@@ -94,15 +94,15 @@ def why_tickets_die(df: pd.DataFrame) -> list[str]:
              "`cause` counts the first cause that applies in the forward pass: *features lost* (every pooled "
              "conv feature is 0 for every image), *dead head* (every ReLU unit of a head layer is 0), *output cut* "
              "(live units, one score); *ranks, one class* are constant at argmax but still rank. "
-             "`dead units` is the mean count of never-firing units of the 256 pooled features / the 8 + 8 head "
-             "units. `W0 kept` is the share of W0's |weight| the mask keeps, mean of the 5 conv layers "
+             "`dead units` is the mean count of never-firing units of the pooled features / the two head layers. "
+             "`W0 kept` is the share of W0's |weight| the mask keeps, mean over the network's conv layers "
              "(min layer); a criterion blind to the pretrained magnitudes keeps about the remaining share.", "",
              "| method | remaining % | dead | causes | dead units (features / head1 / head2) | W0 conv magnitude kept (min layer) |",
              "|---|---:|---:|---|---|---:|"]
     for (method, _k), g in val.groupby(["method", "round"], sort=True):
         causes = ", ".join(f"{c} {n}" for c, n in g["cause"].value_counts().items() if c != CAUSES[-1]) or "-"
         kept = g["w0_kept_conv"].astype(float)
-        low = g[[f"w0_kept_{c}" for c in CONV]].astype(float).min(axis=1)
+        low = g["w0_kept_conv_min"].astype(float)
         units = " / ".join(f"{g[f'dead_{u}'].astype(float).mean():.1f}" for u in ("features", "head1", "head2"))
         lines.append(f"| {method} | {g['remaining'].mean() * 100:.2f} | {int(g['score_constant'].sum())}/{len(g)} | "
                      f"{causes} | {units} | {_fmt(kept.mean())} ({_fmt(low.min())}) |")
