@@ -223,3 +223,126 @@ def test_the_init_stage_refuses_an_unknown_arch_in_one_line_and_writes_nothing(t
     assert "model.arch" in lines[0] and "vgg16" in lines[0], lines[0]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["params.yaml"]
 
+
+
+def _bn_ticket(arch: str, keep: float) -> tuple[nn.Module, dict, dict]:
+    """A pruned weight ticket of ``arch`` as an lt stage leaves it: pruned weights exactly 0, BN running
+    statistics moved away from their init (so that a file that drops or misreads them shows)."""
+    from classprune.lottery.masks import full_mask
+    from classprune.lottery.pruning import keep_top
+    from classprune.models.network import build_model
+
+    model = build_model("none", seed=0, arch=arch).train()
+    norms = [m for m in model.modules() if isinstance(m, nn.BatchNorm2d)]
+    g = torch.Generator().manual_seed(1)
+    with torch.no_grad():   # running statistics of real activations (as training leaves them), not the init's
+        for m in norms:
+            m.momentum = None   # a plain average over the batches
+        for _ in range(3):
+            model(torch.randn(16, 3, 32, 32, generator=g))
+        for m in norms:
+            m.momentum = 0.1
+    head = model.get_submodule(registry.get(arch).head)
+    with torch.no_grad():   # a live head: the scores differ from image to image, so a wrong file shows
+        head[1].weight.mul_(20.0)
+        head[1].bias.fill_(0.5)
+        head[4].bias.fill_(0.5)
+    full = full_mask(model, False, [registry.get(arch).output_layer])
+    mask = keep_top({n: p.detach().abs() for n, p in model.named_parameters() if n in full}, full, keep)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in mask:
+                p.mul_(mask[n])
+    return model.eval(), {k: v.clone() for k, v in model.state_dict().items()}, mask
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_each_architecture_exports_sparse_onnx_and_int8_files_that_compute_the_ticket(arch, tmp_path):
+    """The edge path on BN networks: the sparse file names its network and keeps BN's running statistics and
+    integer counter, the ONNX file (BN folded by the exporter) computes the ticket's logits, int8 keeps every
+    pruned weight at zero, and the compact network of a channel ticket exports too."""
+    import numpy as np
+
+    from classprune.edge import onnx_files, sparse
+    from classprune.edge.export import export_model
+    from classprune.lottery import channels
+    from classprune.lottery.masks import save_mask
+
+    model, state, mask = _bn_ticket(arch, 0.3)
+    torch.save(state, tmp_path / "weights.pt")
+    save_mask(mask, tmp_path / "mask.pt")
+    meta = {"image_size": 32, "mean": [0.5] * 3, "std": [0.25] * 3}
+    export_model(tmp_path / "out", tmp_path / "weights.pt", tmp_path / "mask.pt", meta, 0.5,
+                 network={"arch": arch, "head": [8, 8]})
+    raw = torch.load(tmp_path / "out" / "sparse_fp32.pt", weights_only=True)
+    assert raw["network"] == {"arch": arch, "head": [8, 8]}
+    shipped = sparse.load_sparse(tmp_path / "out" / "sparse_fp32.pt")
+    assert all(torch.equal(shipped.state_dict()[k], v) for k, v in state.items()), "the file is the checkpoint"
+    x = torch.randn(6, 3, 32, 32, generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        logits = model(x).numpy()
+    logodds = logits[:, 1] - logits[:, 0]
+    assert logodds.std() > 1e-3, "a live ticket (one score for every image would hide a wrong file)"
+    onnx_logodds, _ = onnx_files.run(onnx_files.session(tmp_path / "out" / "model.onnx"), [x.numpy()])
+    np.testing.assert_allclose(onnx_logodds, logodds, atol=1e-4)
+    calib = [np.random.default_rng(0).standard_normal((8, 3, 32, 32)).astype(np.float32)]
+    onnx_files.quantize_int8(tmp_path / "out" / "model.onnx", tmp_path / "out" / "model_int8.onnx", calib,
+                             reduce_range=True)   # refuses a file whose pruned weights are no longer zero
+    int8_logodds, _ = onnx_files.run(onnx_files.session(tmp_path / "out" / "model_int8.onnx"), [x.numpy()])
+    # int8 of a random network is not its fp32 (the pipeline judges a trained one as shipped); it follows it
+    assert np.isfinite(int8_logodds).all() and np.corrcoef(int8_logodds, logodds)[0, 1] > 0.5
+    units = channels.units(model, "conv", 32)
+    cmask = channels.prune_channels(model, channels.full_channel_mask(model, units), units, 0.5, "layerwise", "l1", 32)
+    with torch.no_grad():
+        for n, p in model.named_parameters():
+            if n in cmask:
+                p.mul_(cmask[n])
+    small = channels.compact(model, cmask, units, 32).eval()   # the graph is traced with autograd
+    onnx_files.export_onnx(small, 32, tmp_path / "compact.onnx", {})
+    compact_logodds, _ = onnx_files.run(onnx_files.session(tmp_path / "compact.onnx"), [x.numpy()])
+    with torch.no_grad():
+        masked = model(x).numpy()
+    np.testing.assert_allclose(compact_logodds, masked[:, 1] - masked[:, 0], atol=1e-4)
+
+
+@pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
+def test_the_baselines_run_from_the_registry_and_lobs_is_refused_where_it_does_not_apply(arch, tiny_cache, tmp_path):
+    """SNIP, SNIP + training and the MobileNet point on each network (the MobileNet counted against the pruned
+    network's own size); L-OBS on ResNet-18, and on MobileNetV2 a one-line refusal that says why."""
+    from classprune.baselines.common import run_baseline
+    from classprune.config import Params
+    from classprune.lottery import runner
+    from classprune.models.network import dense_parameters
+
+    params = _params(arch)
+    raw = params.model_dump()
+    raw["run"]["scenarios"], raw["baselines"]["source_scenario"] = ["red"], "red"
+    raw["prune"]["rounds"], raw["prune"]["rate"] = [{"k": 1, "prev": 0}, {"k": 2, "prev": 1}], 0.9
+    raw["baselines"].update(snip={"batches": 1}, snip_trained={"batches": 1, "loss": "ce"},
+                            lobs={"batches": 1, "damp": 0.01, "block_mb": 256})
+    raw["train"]["iterations"] = 2
+    applicable = ["snip", "snip_trained", "mobilenet"] + ([] if registry.get(arch).depthwise else ["lobs"])
+    if registry.get(arch).depthwise:
+        with pytest.raises(ValueError, match="lobs does not apply") as err:
+            Params.model_validate({**raw, "baselines": {**raw["baselines"], "methods": ["lobs"]}})
+        assert "depthwise" in str(err.value)
+    params = Params.model_validate({**raw, "baselines": {**raw["baselines"], "methods": applicable}})
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cache").symlink_to(tiny_cache)
+    cwd = os.getcwd()
+    os.chdir(tmp_path)
+    try:
+        runner.init(params, "red", 0)
+        runner.train_round(params, "red", 0, 1)
+        out = {m: run_baseline(params, m, 0) for m in applicable}
+    finally:
+        os.chdir(cwd)
+    import json
+
+    for method in applicable:
+        rounds = json.loads((tmp_path / "reports" / "rounds" / "seed_0" / f"{method}.json").read_text())["rounds"]
+        if method == "mobilenet":
+            assert rounds[0]["remaining"] == pytest.approx(rounds[0]["parameters"] / dense_parameters(arch))
+        else:
+            assert [r["remaining"] for r in rounds] == pytest.approx([1.0, 0.1], abs=2e-3), method
+        assert all(0 <= r["test"]["auc"] <= 1 for r in rounds), (method, out[method])
