@@ -5,8 +5,8 @@ compact ONNX file does fewer multiply-accumulates. Measured here, onnxruntime CP
 intra-op thread and at all cores, every case of one thread setting interleaved (ABBA) with the dense fp32
 file, medians and ratios to it:
 
-* every channel level of params.yaml's rule (prune.channel, prune.rounds) as a stand-in: AlexNet-256-8-8-2
-  compacted by the same code (classprune.lottery.channels) to the channel counts that level has. With the layerwise
+* every channel level of params.yaml's rule (prune.channel, prune.rounds) as a stand-in: params.yaml's network
+  (model.arch) compacted by the same code (classprune.lottery.channels) to the channel counts that level has. With the layerwise
   scope those counts are the same for every seed and trained weights (each layer keeps its share of its live
   channels), and latency depends on the shapes, not on the values; with scope global they depend on the
   trained weights, so only the exports below say what a trained ticket runs at;
@@ -67,7 +67,7 @@ def level_stand_ins(params, tmp: Path) -> list[dict]:
 
     size, c = params.data.image_size, params.prune.channel
     torch.manual_seed(0)
-    model = build_model(seed=0, dropout=params.model.dropout).eval()
+    model = build_model(seed=0, dropout=params.model.dropout, arch=params.model.arch, head=params.model.head).eval()
     unit_list = units(model, c.layers, size)
     mask = full_channel_mask(model, unit_list)
     macs, n = macs_and_params(model, size)

@@ -346,3 +346,22 @@ def test_the_baselines_run_from_the_registry_and_lobs_is_refused_where_it_does_n
         else:
             assert [r["remaining"] for r in rounds] == pytest.approx([1.0, 0.1], abs=2e-3), method
         assert all(0 <= r["test"]["auc"] <= 1 for r in rounds), (method, out[method])
+
+
+@pytest.mark.parametrize("arch", sorted(registry.ARCHS))
+def test_the_default_ignore_names_each_networks_output_layer_and_the_mask_leaves_it_whole(arch):
+    """params.yaml's prune.ignore [output] is the registry's output layer of model.arch, so switching networks
+    needs no other key; the mask then covers every conv and linear weight but that one."""
+    from classprune.config import Params
+    from classprune.lottery.masks import full_mask
+    from classprune.models.network import build_model
+
+    raw = yaml.safe_load((ROOT / "params.yaml").read_text())
+    assert raw["prune"]["ignore"] == ["output"]
+    raw["model"]["arch"], raw["baselines"]["methods"] = arch, ["snip"]   # L-OBS does not apply to every network
+    params = Params.model_validate(raw)
+    assert params.prune.ignore == [registry.get(arch).output_layer]
+    model = build_model("none", seed=0, arch=arch)
+    mask = full_mask(model, params.prune.include_biases, params.prune.ignore)
+    weights = {f"{n}.weight" for n, m in model.named_modules() if isinstance(m, (nn.Conv2d, nn.Linear))}
+    assert set(mask) == weights - {registry.get(arch).output_layer}

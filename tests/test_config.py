@@ -48,7 +48,7 @@ BAD = [
     (r"^  criterion: magnitude ", "  criterion: snip ", "prune.criterion"),  # a baseline's, not an LT criterion
     (r"^  scope: global ", "  scope: chaotic ", "prune.scope"),
     (r"^  layer_rates: \{\}", "  layer_rates: {classifier.6.weight: 1.0}", "prune.layer_rates"),
-    (r"^  ignore: \[classifier.6.weight\]", "  ignore: classifier.6.weight", "prune.ignore"),
+    (r"^  ignore: \[output\]", "  ignore: output", "prune.ignore"),
     (r"^  image_size: 64 ", "  image_size: 32 ", "data.image_size"),
     (r"^  rate: 0.5", "  rate: 0.99", "prune"),  # 7 rounds at p=0.99 leave nothing
     (r"^    - \{k: 2, prev: 1\}", "    - {k: 2, prev: 0}", "prune.rounds"),

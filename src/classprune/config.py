@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .baselines.config import Baselines
 from .constants import DEVICE_PATTERN
 from .errors import ConfigError
-from .prune_config import Prune
+from .prune_config import OUTPUT, Prune
 from .scenarios import SCENARIOS, Scenario
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -195,6 +195,28 @@ class Params(_Strict):
     report: Report = Report()
     export: Export = Export()
     baselines: Baselines = Baselines()
+
+    @model_validator(mode="before")
+    @classmethod
+    def _output_layer_by_name(cls, data):
+        """``output`` in prune.ignore / prune.layer_rates names the network's 8 -> 2 output weight (the registry's
+        ``output_layer``: classifier.6.weight in AlexNet, fc.6.weight in ResNet-18), so a default follows model.arch."""
+        from .models.registry import get
+
+        if not isinstance(data, dict) or not isinstance(data.get("prune"), dict):
+            return data
+        model = data.get("model")
+        arch = model.get("arch", "alexnet") if isinstance(model, dict) else getattr(model, "arch", "alexnet")
+        try:
+            out = get(arch).output_layer
+        except ValueError:
+            return data   # the arch check says it in one line
+        prune = {"ignore": [OUTPUT], **data["prune"]}   # the default too
+        if isinstance(prune.get("ignore"), list):
+            prune["ignore"] = [out if n == OUTPUT else n for n in prune["ignore"]]
+        if isinstance(prune.get("layer_rates"), dict):
+            prune["layer_rates"] = {out if n == OUTPUT else n: r for n, r in prune["layer_rates"].items()}
+        return {**data, "prune": prune}
 
     @field_validator("scenarios")
     @classmethod

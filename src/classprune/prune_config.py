@@ -47,14 +47,17 @@ class Channel(_Strict):
         return v
 
 
+OUTPUT = "output"  # prune.ignore / layer_rates: the output layer of model.arch (Params resolves it)
+
+
 class Prune(_Strict):
     channel: Channel = Channel()  # the channel tickets of run.channel_scenarios
     rate: float = Field(0.5, gt=0, lt=1)
     scope: Literal["layerwise", "global"] = "global"
     criterion: str = "magnitude"
     include_biases: bool = False
-    # tensors never pruned (open_lth's pruning_layers_to_ignore), e.g. [classifier.6.weight]: the output layer
-    ignore: list[str] = ["classifier.6.weight"]
+    # tensors never pruned (open_lth's pruning_layers_to_ignore); "output": the network's 8 -> 2 output weight
+    ignore: list[str] = [OUTPUT]
     # tensors pruned at their own rate, each on its own (Frankle & Carbin: the output layer at half the rate)
     layer_rates: dict[str, float] = {}
     rewind_iteration: int = Field(0, ge=0)  # late rewinding: rewind to the weights after this many round-1 steps
