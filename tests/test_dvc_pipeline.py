@@ -47,8 +47,8 @@ def project(tmp_path_factory):
 # every key, and test_config checks config's defaults equal it), error types, atomic file writes (ours, and
 # DVC's lock file made atomic: loaded wherever dvc is, e.g. under DVCLive), package
 # markers (re-exports only, or a docstring), the baselines' params section, and the baselines' name registry where config
-# only validates names with it. constants.py is no plumbing: NUM_PARAMETERS sets MobileNet's remaining
-# fraction, so every stage that loads it declares it.
+# only validates names with it. constants.py is declared wherever it is loaded (every stage, through config):
+# its names set the criteria registries and the rounds check.
 PLUMBING = {"src/classprune/__init__.py", "src/classprune/cli.py", "src/classprune/config.py",
             "src/classprune/errors.py", "src/classprune/io.py", "src/classprune/dvc_atomic.py", "src/classprune/prune_config.py",
             "src/classprune/scenarios.py", "src/classprune/data/__init__.py", "src/classprune/baselines/__init__.py",
