@@ -125,11 +125,12 @@ def free_port() -> int:
 
 
 @contextmanager
-def prefect_server(home: Path, timeout: float = 90):
+def prefect_server(home: Path, timeout: float = 240):
     """A real ``prefect server start`` on a free 127.0.0.1 port with PREFECT_HOME=home; yields (url, port).
 
     Inside the block this process (Prefect settings) and its children (environment, e.g. Dask workers)
-    talk to that server. Analytics off; nothing leaves the machine.
+    talk to that server. Analytics off; nothing leaves the machine. ``timeout`` covers the migration of a
+    fresh database on a busy machine (another test file may run beside this one: ``make test`` runs two).
     """
     import pytest
     from prefect.settings import PREFECT_API_URL, PREFECT_HOME, temporary_settings
@@ -149,6 +150,8 @@ def prefect_server(home: Path, timeout: float = 90):
             if server.poll() is not None or time.monotonic() > deadline:
                 raise RuntimeError(f"Prefect server did not start: {(home / 'server.log').read_text()[-2000:]}")
             time.sleep(0.5)
+        if server.poll() is not None:   # healthy, but not ours: another server took the port first
+            raise RuntimeError(f"Prefect server exited: {(home / 'server.log').read_text()[-2000:]}")
         with pytest.MonkeyPatch.context() as mp:
             mp.setenv("PREFECT_API_URL", url)
             mp.setenv("PREFECT_HOME", str(home))

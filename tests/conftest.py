@@ -5,7 +5,8 @@ import torch
 
 os.environ.setdefault("PREFECT_SERVER_ANALYTICS_ENABLED", "false")
 os.environ.setdefault("DO_NOT_TRACK", "1")
-torch.set_num_threads(2)
+# make test runs two test files at once (pytest-xdist): then one torch thread each, so that they fit 2 cores
+torch.set_num_threads(1 if os.environ.get("PYTEST_XDIST_WORKER") else 2)
 
 
 @pytest.fixture

@@ -18,7 +18,7 @@ from _project import make_project, prefect_server  # noqa: E402
 
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 pytestmark = [
-    pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(600),
+    pytest.mark.slow, pytest.mark.browser, pytest.mark.timeout(1200),
     pytest.mark.skipif(os.environ.get("CLASSPRUNE_BROWSER_TESTS") != "1" or not Path(CHROMIUM).exists(),
                        reason="opt-in: CLASSPRUNE_BROWSER_TESTS=1 and Debian chromium (make browser-deps)"),
 ]

@@ -37,7 +37,7 @@ def test_stale_deps_are_found_and_missing_outputs_are_not():
 
 
 def test_the_committed_lock_matches_the_code_and_params():
-    proc = subprocess.run([sys.executable, "-m", "dvc", "status", "--json"], cwd=ROOT, capture_output=True,
+    proc = subprocess.run([sys.executable, "-m", "dvc", "--wait-for-lock", "status", "--json"], cwd=ROOT, capture_output=True,
                           text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     status = json.loads(proc.stdout or "{}")

@@ -307,7 +307,7 @@ def test_a_dataset_outside_the_repo_is_a_dependency(project, tmp_path):
         run(proj, "dvc", "commit", "-f", "prepare")
 
 
-def test_pinned_isa_gives_the_same_bytes_natively_and_under_the_avx2_restriction(project, tmp_path):
+def test_pinned_isa_gives_the_same_bytes_natively_and_under_the_avx2_restriction(project, tmp_path, monkeypatch):
     from _project import clone_workspace
 
     proj, _ = project
@@ -318,7 +318,7 @@ def test_pinned_isa_gives_the_same_bytes_natively_and_under_the_avx2_restriction
         work = clone_workspace(proj, tmp_path / name)
         assert yaml.safe_load((work / "params.yaml").read_text())["train"]["cpu_isa"] == "avx2"
         for key in restricted:
-            os.environ.pop(key, None)
+            monkeypatch.delenv(key, raising=False)
         proc = subprocess.run([sys.executable, "stages/lt.py", *args], cwd=work, capture_output=True, text=True,
                               env={**{k: v for k, v in os.environ.items() if k not in restricted}, **env,
                                    "CLASSPRUNE_THREADS": "2"})

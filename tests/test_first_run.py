@@ -28,8 +28,9 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))   # flows
 
-SLOW_MIGRATION_S = 40   # added to the migration of an empty database: longer than the wait below
-STARTUP_WAIT_S = 30     # the user's start-up wait: about 6x a warm start of the server on a 2-core machine
+SLOW_MIGRATION_S = 70   # added to the migration of an empty database: longer than the wait below
+STARTUP_WAIT_S = 60     # the user's start-up wait: a warm start of the server takes 5 s on an idle 2-core
+                        # machine, 24 s with 6 busy processes (make test runs another test file beside this one)
 
 SITECUSTOMIZE = '''
 """Test stand-in for a slow machine: Prefect's migration of an empty database takes
@@ -158,7 +159,7 @@ def test_startup_wait(tmp_path, extra, expected):
 
 
 @pytest.mark.slow
-@pytest.mark.timeout(300)
+@pytest.mark.timeout(420)
 def test_first_run_on_a_fresh_machine(tmp_path):
     """A fresh PREFECT_HOME, no PREFECT_API_URL, a migration longer than the start-up wait: the run completes."""
     repo, home, hook = tmp_path / "repo", tmp_path / "home", tmp_path / "hook"
@@ -176,7 +177,7 @@ def test_first_run_on_a_fresh_machine(tmp_path):
                PYTHONPATH=os.pathsep.join(filter(None, [str(hook), os.environ.get("PYTHONPATH")])))
     t0 = time.monotonic()
     proc = subprocess.run([sys.executable, "-m", "flows.pipeline", "--repo", str(repo), "--workers", "1",
-                           "--threads", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=280)
+                           "--threads", "1"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
     out = proc.stdout + proc.stderr
     print(f"first run: exit {proc.returncode} after {time.monotonic() - t0:.0f} s")
     assert "Timed out while attempting to connect to ephemeral Prefect API server" not in out, out[-3000:]
@@ -192,4 +193,4 @@ def test_first_run_on_a_fresh_machine(tmp_path):
 
     t0 = time.monotonic()
     assert database_current(db)
-    assert time.monotonic() - t0 < 1.0
+    assert time.monotonic() - t0 < 5.0   # no migration (those take 10-60 s), even on a busy machine

@@ -312,8 +312,11 @@ def test_kill_9_inside_the_lock_dump_leaves_a_complete_dvc_lock(tmp_path):
     site = tmp_path / "slow_dump"
     site.mkdir()
     (site / "sitecustomize.py").write_text(SLOW_DUMP_SITECUSTOMIZE)
-    # ~40 KB in 256-byte chunks, 2 ms apart: the dump lasts about 0.3 s instead of milliseconds
-    env = _env(PYTHONPATH=str(site), CLASSPRUNE_TEST_SLOW_DUMP="256,0.002")
+    # ~40 KB in 256-byte chunks, 2 ms apart: the dump lasts about 0.3 s instead of milliseconds; 10 ms apart
+    # (1.5 s) when another test file runs beside this one (pytest-xdist), so that a busy CPU cannot make the
+    # poll below miss the window
+    gap = "0.01" if os.environ.get("PYTEST_XDIST_WORKER") else "0.002"
+    env = _env(PYTHONPATH=str(site), CLASSPRUNE_TEST_SLOW_DUMP=f"256,{gap}")
     results, failures = [], []
     for k, fraction in enumerate(OFFSETS):
         stage = f"s{(37 * k + 11) % STAGES:03d}"
