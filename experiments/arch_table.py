@@ -1,0 +1,128 @@
+"""The paper's effect per network, in one table from each network's committed reports.
+
+Inputs: ``reports/`` for AlexNet (the default profile, 5 seeds) and ``reports/archs/<arch>/`` for the others:
+copies of the report stage's files and of ``benchmarks/bench_channels.py``'s latency table from a run of
+``classprune profile <arch>`` (``provenance.json`` there says which commit and params). Per network and
+granularity (weight / channel ticket), for red and black:
+
+* the dense (round 1) test AUC, FNR and FPR at argmax, means with 95 % CI over seeds;
+* the FN-budget level the report chose on val for black, and red's at the same level: remaining weights,
+  test AUC / FNR / FPR, and the seeds whose model is constant (a collapse);
+* the paired black - red difference there (test split, paired by seed): ΔFNR and ΔAUC with their CIs;
+* for channel tickets the compact network's MACs and parameters, and the batch-1 latency of its fp32 and
+  int8 ONNX files against the dense fp32 file (onnxruntime, 1 thread, this machine).
+
+    python experiments/arch_table.py        # writes reports/archs/table.md and prints it
+"""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import pandas as pd
+
+ROOT = Path(__file__).resolve().parents[1]
+OUT = ROOT / "reports" / "archs" / "table.md"
+SOURCES = {"alexnet": ROOT / "reports", "resnet18": ROOT / "reports" / "archs" / "resnet18",
+           "mobilenet_v2": ROOT / "reports" / "archs" / "mobilenet_v2"}
+
+
+def _pm(m: dict, key: str) -> str:
+    return f"{m[key]:.3f} ± {m[f'{key}_ci95']:.3f}" if m.get(key) is not None else "n/a"
+
+
+def _paired(row: pd.Series | None) -> str:
+    if row is None:
+        return "n/a"
+    cells = []
+    for key in ("fnr", "auc"):
+        text = f"{row[f'd_{key}']:+.3f} ± {row[f'd_{key}_ci95']:.3f}"
+        cells.append(f"**{text}**" if bool(row[f"d_{key}_excludes_0"]) else text)
+    return " | ".join(cells)
+
+
+def _latency(src: Path, export: str) -> dict[str, float]:
+    """{precision: batch-1 ms} of a channel export, and of the dense fp32 reference, at 1 thread."""
+    path = src / "channel_latency.csv"
+    if not path.is_file():
+        return {}
+    df = pd.read_csv(path)
+    df = df[df["threads"] == 1]
+    out = {f"dense_{r.precision}": r.batch1_ms for r in df[df["source"] == "dense"].itertuples()}
+    out.update({r.precision: r.batch1_ms for r in df[df["source"] == f"export {export}"].itertuples()})
+    return out
+
+
+def rows(arch: str, src: Path) -> list[dict]:
+    metrics = json.loads((src / "metrics.json").read_text())
+    out = []
+    for gran, sel_file, suffix in (("weight", "selection.json", ""), ("channel", "selection_channel.json", "-channel")):
+        if not (src / sel_file).is_file() or f"black{suffix}" not in metrics:
+            continue
+        sel = json.loads((src / sel_file).read_text()).get("black")
+        if gran == "weight":
+            paired = pd.read_csv(src / "paired_differences.csv")
+            paired = paired[paired["method"] == "black"]
+        else:
+            paired = pd.read_csv(src / "paired_channel.csv")
+            paired = paired[(paired["comparison"] == "vs red") & (paired["method"] == "black-channel")
+                            & (paired["split"] == "test")]
+        for k in ([1, sel["round"]] if sel else [1]):
+            p = paired[paired["round"] == k]
+            row = {"arch": arch, "granularity": gran, "level": "dense" if k == 1 else f"FN budget (round {k})",
+                   "paired": _paired(p.iloc[0] if len(p) else None)}
+            for sc in ("red", "black"):
+                m = metrics[f"{sc}{suffix}"][f"round_{k}"]
+                row[sc] = m
+            row["seeds"] = row["black"]["n_seeds"]
+            if gran == "channel" and k > 1:
+                shipped = src / "export_channel" / "black.json"
+                compact = json.loads(shipped.read_text())["black"].get("compact", {}) if shipped.is_file() else {}
+                row["cost"] = {**sel, **compact}
+                row["latency"] = _latency(src, "black")
+            out.append(row)
+        if sel is None:
+            out.append({"arch": arch, "granularity": gran, "level": "FN budget: no level qualified"})
+    return out
+
+
+def markdown(table: list[dict]) -> str:
+    lines = ["| network | ticket | seeds | level | remaining % | red AUC | black AUC | red FNR | black FNR | "
+             "black FPR | const red / black | ΔFNR black - red | ΔAUC black - red |",
+             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    cost = ["", "| network | compact MACs (of dense) | params (of dense) | fp32 batch 1 ms (dense fp32) | "
+                "int8 batch 1 ms (dense int8) |", "|---|---:|---:|---:|---:|"]
+    for r in table:
+        if "black" not in r:
+            lines.append(f"| {r['arch']} | {r['granularity']} | | {r['level']} | | | | | | | | | |")
+            continue
+        red, black = r["red"], r["black"]
+        lines.append(f"| {r['arch']} | {r['granularity']} | {r['seeds']} | {r['level']} | "
+                     f"{100 * black['remaining']:.2f} | {_pm(red, 'auc')} | {_pm(black, 'auc')} | {_pm(red, 'fnr')} | "
+                     f"{_pm(black, 'fnr')} | {_pm(black, 'fpr')} | {red['n_constant']} / {black['n_constant']} | "
+                     f"{r['paired']} |")
+        if "cost" in r:
+            c, lat = r["cost"], r.get("latency", {})
+
+            def ms(key: str) -> str:
+                return f"{lat[key]:.2f}" if key in lat else "n/a"
+            def share(key: str) -> str:
+                return f" ({100 * c[f'{key}_ratio']:.2f} %)" if f"{key}_ratio" in c else ""
+            cost.append(f"| {r['arch']} | {c['macs']:,}{share('macs')} | {c['params']:,}{share('params')} | "
+                        f"{ms('fp32')} ({ms('dense_fp32')}) | "
+                        f"{ms('int8')} ({ms('dense_int8')}) |")
+    return "\n".join(lines + (cost if len(cost) > 3 else [])) + "\n"
+
+
+def main() -> int:
+    table = [r for arch, src in SOURCES.items() if (src / "metrics.json").is_file() for r in rows(arch, src)]
+    text = markdown(table)
+    OUT.parent.mkdir(parents=True, exist_ok=True)
+    OUT.write_text(text)
+    print(text)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
