@@ -42,14 +42,17 @@ repro-serial: $(STAMP)
 	source $(BIN)/activate && dvc repro
 	@cat reports/summary.md
 
-## Run the test suite (unit tests, real `dvc repro` and a real Prefect server on 127.0.0.1).
+## Run the test suite (unit tests, real `dvc repro` and a real Prefect server on 127.0.0.1), TEST_WORKERS
+## test files at once (pytest-xdist; a file's tests and module fixtures stay in one worker); 1: one at a time.
+TEST_WORKERS ?= 2
+XDIST = $(if $(filter-out 1,$(TEST_WORKERS)),-n $(TEST_WORKERS) --dist loadfile)
 test: $(STAMP)
-	source $(BIN)/activate && python -m pytest $(PYTEST_ARGS)
+	source $(BIN)/activate && python -m pytest $(XDIST) $(PYTEST_ARGS)
 
 ## The fast subset (no real `dvc repro`, no Prefect server): a few minutes, for the edit-test loop.
 .PHONY: test-fast
 test-fast: $(STAMP)
-	source $(BIN)/activate && python -m pytest -m "not slow" $(PYTEST_ARGS)
+	source $(BIN)/activate && python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
 
 ## Start the Prefect UI/API on 127.0.0.1:4200 (state in .prefect/); flows find it via PREFECT_API_URL.
 ui: $(STAMP)

@@ -25,6 +25,7 @@ TARGET = 0.5  # the sparsest level's compact step at most half the masked one
 
 
 def _steppers(level: int, size: int, batch: int):
+    from classprune.lottery import channel_criteria as crit
     from classprune.lottery import channels as ch
     from classprune.lottery.losses import ClassDependentLoss
     from classprune.lottery.masks import apply_mask, keep_bits
@@ -35,7 +36,7 @@ def _steppers(level: int, size: int, batch: int):
     units = ch.units(model, "conv", size)
     mask = ch.full_channel_mask(model, units)
     for _ in range(level):
-        mask = ch.prune_channels(model, mask, units, 1 - 0.5 ** 0.5, "layerwise", "l1", size)
+        mask = crit.prune_channels(model, mask, units, 1 - 0.5 ** 0.5, "layerwise", "l1", size)
     apply_mask(model, mask)
     small = ch.compact(model, mask, units, size)
     macs = ch.macs_and_params(small, size)[0]

@@ -61,7 +61,8 @@ def level_stand_ins(params, tmp: Path) -> list[dict]:
     """The dense network (round 0 here: the reference) and each round's compact network, as ONNX files."""
     import torch
 
-    from classprune.lottery.channels import alive, compact, full_channel_mask, macs_and_params, prune_channels, units
+    from classprune.lottery.channel_criteria import prune_channels
+    from classprune.lottery.channels import alive, compact, full_channel_mask, macs_and_params, units
     from classprune.lottery.masks import apply_mask
     from classprune.models.network import build_model
 

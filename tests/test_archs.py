@@ -265,7 +265,7 @@ def test_each_architecture_exports_sparse_onnx_and_int8_files_that_compute_the_t
 
     from classprune.edge import onnx_files, sparse
     from classprune.edge.export import export_model
-    from classprune.lottery import channels
+    from classprune.lottery import channel_criteria, channels
     from classprune.lottery.masks import save_mask
 
     model, state, mask = _bn_ticket(arch, 0.3)
@@ -292,7 +292,7 @@ def test_each_architecture_exports_sparse_onnx_and_int8_files_that_compute_the_t
     # int8 of a random network is not its fp32 (the pipeline judges a trained one as shipped); it follows it
     assert np.isfinite(int8_logodds).all() and np.corrcoef(int8_logodds, logodds)[0, 1] > 0.5
     units = channels.units(model, "conv", 32)
-    cmask = channels.prune_channels(model, channels.full_channel_mask(model, units), units, 0.5, "layerwise", "l1", 32)
+    cmask = channel_criteria.prune_channels(model, channels.full_channel_mask(model, units), units, 0.5, "layerwise", "l1", 32)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n in cmask:

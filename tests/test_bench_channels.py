@@ -10,7 +10,8 @@ from pathlib import Path
 import pandas as pd
 import torch
 
-from classprune.lottery.channels import alive, full_channel_mask, prune_channels, units
+from classprune.lottery.channel_criteria import prune_channels
+from classprune.lottery.channels import alive, full_channel_mask, units
 from classprune.lottery.masks import apply_mask
 from classprune.models.network import build_model
 

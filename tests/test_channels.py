@@ -12,6 +12,7 @@ import torch
 import yaml
 from torch import nn
 
+from classprune.lottery import channel_criteria as crit
 from classprune.lottery import channels as ch
 from classprune.constants import CHANNEL_CRITERIA
 from classprune.errors import ConfigError
@@ -30,7 +31,7 @@ def _alexnet(seed: int = 0) -> nn.Module:
 
 
 def test_registry_and_config_agree():
-    assert set(ch.CHANNEL_CRITERIA) == set(CHANNEL_CRITERIA)
+    assert set(crit.CHANNEL_CRITERIA) == set(CHANNEL_CRITERIA)
 
 
 def test_a_unit_is_the_filter_its_bias_and_every_slice_that_reads_it():
@@ -65,7 +66,7 @@ def test_channel_rounds_drop_whole_channels_and_masks_only_shrink(criterion, sco
     fractions = [remaining_all(mask, count_parameters(model))]
     for _ in range(6):
         before = ch.alive(mask, units)
-        new = ch.prune_channels(model, mask, units, RATE, scope, criterion, 64)
+        new = crit.prune_channels(model, mask, units, RATE, scope, criterion, 64)
         assert all(not (new[n] & ~mask[n]).any() for n in mask), "a pruned entry came back"
         _whole_channels(new, units)
         after = ch.alive(new, units)
@@ -91,11 +92,11 @@ def test_l1_keeps_the_filters_with_the_largest_l1_norm_per_layer_and_by_layer_me
     mask = ch.full_channel_mask(model, units)
     l1 = {u.layer: dict(model.named_parameters())[f"{u.layer}.weight"].detach().abs().flatten(1).sum(1)
           for u in units}
-    kept = ch.alive(ch.prune_channels(model, mask, units, RATE, "layerwise", "l1", 64), units)
+    kept = ch.alive(crit.prune_channels(model, mask, units, RATE, "layerwise", "l1", 64), units)
     for layer, norm in l1.items():
         n = int(kept[layer].sum())
         assert torch.equal(kept[layer], norm >= norm.topk(n).values.min()), layer
-    kept = ch.alive(ch.prune_channels(model, mask, units, RATE, "global", "l1", 64), units)
+    kept = ch.alive(crit.prune_channels(model, mask, units, RATE, "global", "l1", 64), units)
     pooled = torch.cat([norm / norm.mean() for norm in l1.values()])
     threshold = pooled.topk(int(sum(int(k.sum()) for k in kept.values()))).values.min()
     assert torch.equal(torch.cat(list(kept.values())), pooled >= threshold)
@@ -117,8 +118,8 @@ def test_refill_keeps_the_channels_with_most_unstructured_survivors_where_l1_kee
         w[2] = 0.4
     units = ch.units(net, ["0"], 16)
     mask = ch.full_channel_mask(net, units)
-    by_l1 = ch.alive(ch.prune_channels(net, mask, units, 0.5, "layerwise", "l1", 16), units)["0"]
-    by_refill = ch.alive(ch.prune_channels(net, mask, units, 0.5, "layerwise", "refill", 16), units)["0"]
+    by_l1 = ch.alive(crit.prune_channels(net, mask, units, 0.5, "layerwise", "l1", 16), units)["0"]
+    by_refill = ch.alive(crit.prune_channels(net, mask, units, 0.5, "layerwise", "refill", 16), units)["0"]
     assert by_l1.tolist() == [True, True, False, False]
     assert by_refill.tolist() == [False, True, True, False]
 
@@ -344,7 +345,7 @@ def test_training_the_compact_network_is_training_the_masked_one(tiny_loader):
     units = ch.units(model, "conv", 64)
     mask = ch.full_channel_mask(model, units)
     for _ in range(2):
-        mask = ch.prune_channels(model, mask, units, RATE, "layerwise", "l1", 64)
+        mask = crit.prune_channels(model, mask, units, RATE, "layerwise", "l1", 64)
         apply_mask(model, mask)
     like = {n: t.clone() for n, t in model.state_dict().items()}
     small = ch.compact(model, mask, units, 64)

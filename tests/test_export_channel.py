@@ -18,6 +18,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from _export_inputs import THRESHOLD, pruned_round, run_in, split_misses, write_images_and_cache  # noqa: E402
 from _project import ROOT, write_profile  # noqa: E402
 
+from classprune.lottery import channel_criteria as crit  # noqa: E402
 from classprune.lottery import channels as ch  # noqa: E402
 from classprune.edge import shipped  # noqa: E402
 from classprune.edge import onnx_files
@@ -45,7 +46,7 @@ def channel_round(root: Path) -> tuple[Path, Path]:
     units = ch.units(model, "conv", 64)
     mask = ch.full_channel_mask(model, units)
     for _ in range(2):
-        mask = ch.prune_channels(model, mask, units, RATE, "layerwise", "l1", 64)
+        mask = crit.prune_channels(model, mask, units, RATE, "layerwise", "l1", 64)
     assert all(bool(live[0]) for live in ch.alive(mask, units).values()), "the live path must survive"
     state = {n: t.masked_fill(~mask[n], 0.0) if n in mask else t for n, t in state.items()}
     torch.save(state, root / "weights.pt")

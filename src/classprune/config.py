@@ -11,7 +11,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 from .baselines.config import Baselines
 from .constants import DEVICE_PATTERN
 from .errors import ConfigError
-from .prune_config import OUTPUT, Prune
+from .prune_config import Prune, resolve_output
 from .scenarios import SCENARIOS, Scenario
 
 DEFAULT_PARAMS = Path("params.yaml")
@@ -113,7 +113,6 @@ class Train(_Strict):
     # Kernels' instruction set, pinned before torch starts (classprune.isa): avx2 gives the same bits on
     # AVX-512 and AVX2 machines; native is faster on AVX-512 machines but their bits differ.
     cpu_isa: Literal["native", "avx2"] = "avx2"
-
     # auto: cuda when torch sees a GPU, else cpu; cuda without a GPU is an error at the stage (device.py)
     device: str = "auto"
 
@@ -199,24 +198,7 @@ class Params(_Strict):
     @model_validator(mode="before")
     @classmethod
     def _output_layer_by_name(cls, data):
-        """``output`` in prune.ignore / prune.layer_rates names the network's 8 -> 2 output weight (the registry's
-        ``output_layer``: classifier.6.weight in AlexNet, fc.6.weight in ResNet-18), so a default follows model.arch."""
-        from .models.registry import get
-
-        if not isinstance(data, dict) or not isinstance(data.get("prune"), dict):
-            return data
-        model = data.get("model")
-        arch = model.get("arch", "alexnet") if isinstance(model, dict) else getattr(model, "arch", "alexnet")
-        try:
-            out = get(arch).output_layer
-        except ValueError:
-            return data   # the arch check says it in one line
-        prune = {"ignore": [OUTPUT], **data["prune"]}   # the default too
-        if isinstance(prune.get("ignore"), list):
-            prune["ignore"] = [out if n == OUTPUT else n for n in prune["ignore"]]
-        if isinstance(prune.get("layer_rates"), dict):
-            prune["layer_rates"] = {out if n == OUTPUT else n: r for n, r in prune["layer_rates"].items()}
-        return {**data, "prune": prune}
+        return resolve_output(data)
 
     @field_validator("scenarios")
     @classmethod
@@ -238,16 +220,14 @@ class Params(_Strict):
     def _images_fit_the_network(self):
         from .models.registry import get
 
-        least = get(self.model.arch).min_image_size
         for key, size in (("data.image_size", self.data.image_size), ("pretrain.image_size", self.pretrain.image_size)):
-            if size < least:
+            if size < (least := get(self.model.arch).min_image_size):
                 raise ValueError(f"{key} {size} is below {self.model.arch}'s minimum of {least} px (its strides and pools)")
         return self
 
     @model_validator(mode="after")
     def _channel_tickets_startable(self):
-        missing = [s for s in self.run.channel_scenarios if s not in self.run.scenarios]
-        if missing:
+        if missing := [s for s in self.run.channel_scenarios if s not in self.run.scenarios]:
             raise ValueError(f"run.channel_scenarios {missing} must also be in run.scenarios: a channel ticket starts "
                              f"from its weight chain's rounds 0 and 1")
         return self
@@ -265,8 +245,7 @@ class Params(_Strict):
                              f"{self.run.scenarios} (its round 0 and 1 feed the baselines)")
         if b.snip_trained.loss != "ce" and b.snip_trained.loss not in self.scenarios:
             raise ValueError(f"baselines.snip_trained.loss must be ce or a scenario name, got {b.snip_trained.loss!r}")
-        clash = sorted(set(b.methods) & set(self.run.scenarios))
-        if clash:
+        if clash := sorted(set(b.methods) & set(self.run.scenarios)):
             raise ValueError(f"scenario name(s) {clash} clash with baseline methods (both write reports/rounds)")
         return self
 

@@ -104,3 +104,25 @@ class Prune(_Strict):
     @property
     def n_rounds(self) -> int:
         return len(self.rounds)
+
+
+def resolve_output(data):
+    """Raw params with ``output`` in prune.ignore / prune.layer_rates (and prune.ignore's default) replaced by
+    the network's 8 -> 2 output weight, the registry's ``output_layer`` (classifier.6.weight in AlexNet,
+    fc.6.weight in ResNet-18), so that a default follows model.arch."""
+    from .models.registry import get
+
+    if not isinstance(data, dict) or not isinstance(data.get("prune"), dict):
+        return data
+    model = data.get("model")
+    arch = model.get("arch", "alexnet") if isinstance(model, dict) else getattr(model, "arch", "alexnet")
+    try:
+        out = get(arch).output_layer
+    except ValueError:
+        return data   # the arch check says it in one line
+    prune = {"ignore": [OUTPUT], **data["prune"]}
+    if isinstance(prune.get("ignore"), list):
+        prune["ignore"] = [out if n == OUTPUT else n for n in prune["ignore"]]
+    if isinstance(prune.get("layer_rates"), dict):
+        prune["layer_rates"] = {out if n == OUTPUT else n: r for n, r in prune["layer_rates"].items()}
+    return {**data, "prune": prune}

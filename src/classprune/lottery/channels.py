@@ -7,13 +7,12 @@ full-shape ``mask.pt``) whose pruned entries are whole units, so training, rewin
 those of the weight tickets, and the masked network computes what the compact one computes: a pruned
 channel's filter and bias are zero, and every reader of it reads it with zero weights.
 
-Scores come from Torch-Pruning's importances on the *compact* network (the ticket as it would ship).
+Which channels go is :mod:`classprune.lottery.channel_criteria`'s.
 """
 from __future__ import annotations
 
 import copy
-import math
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -21,7 +20,6 @@ from torch import nn
 
 from ..errors import ConfigError
 from .masks import Mask
-from .pruning import keep_top
 
 ALL_CONV = "conv"  # prune.channel.layers: every Conv2d of the network
 
@@ -52,7 +50,7 @@ def example_input(model: nn.Module, image_size: int) -> torch.Tensor:
     return torch.zeros(1, 3, image_size, image_size, dtype=p.dtype, device=p.device)
 
 
-def _graph(model: nn.Module, image_size: int):
+def dependency_graph(model: nn.Module, image_size: int):
     import torch_pruning as tp
 
     was_training = model.training
@@ -122,7 +120,8 @@ def _root_fn(conv: nn.Conv2d):
     return tp.prune_depthwise_conv_out_channels if depthwise else tp.prune_conv_out_channels
 
 
-def _group(graph, conv: nn.Conv2d, idxs: Sequence[int]):
+def coupled_group(graph, conv: nn.Conv2d, idxs: Sequence[int]):
+    """Torch-Pruning's group of ``conv``'s output channels ``idxs``: every layer tied to them."""
     return graph.get_pruning_group(conv, _root_fn(conv), idxs=list(idxs))
 
 
@@ -131,14 +130,14 @@ def units(model: nn.Module, layers: str | Sequence[str], image_size: int) -> lis
     or a depthwise conv ties several convs' channels into one group, which is one unit named by its first
     conv (the others are not units of their own: pruning one prunes all)."""
     names = resolve_layers(model, layers)
-    graph = _graph(model, image_size)
+    graph = dependency_graph(model, image_size)
     modules, module_names = dict(model.named_modules()), {m: n for n, m in model.named_modules()}
     out, covered = [], set()
     for name in names:
         if name in covered:
             continue
         conv = modules[name]
-        group = _group(graph, conv, range(conv.out_channels))
+        group = coupled_group(graph, conv, range(conv.out_channels))
         slices, stats = [], []
         for item in group:
             p, s = _slices(item.dep, item.idxs, item.root_idxs, module_names)
@@ -179,12 +178,12 @@ def compact(model: nn.Module, mask: Mapping[str, torch.Tensor], unit_list: Seque
     its logits equal the masked network's."""
 
     small = copy.deepcopy(model)
-    graph = _graph(small, image_size)
+    graph = dependency_graph(small, image_size)
     modules = dict(small.named_modules())
     for layer, live in alive(mask, unit_list).items():
         dead = (~live).nonzero().flatten().tolist()
         if dead:
-            _group(graph, modules[layer], dead).prune()
+            coupled_group(graph, modules[layer], dead).prune()
     return small
 
 
@@ -238,87 +237,3 @@ def macs_and_params(model: nn.Module, image_size: int) -> tuple[int, int]:
     finally:
         model.train(was_training)
     return int(macs), int(n)
-
-
-# --- criteria: {layer: score per channel of the compact network}, higher meaning "keep" ---
-ChannelCriterion = Callable[..., dict[str, torch.Tensor]]
-CHANNEL_CRITERIA: dict[str, ChannelCriterion] = {}
-
-
-def register(name: str) -> Callable[[ChannelCriterion], ChannelCriterion]:
-    def deco(fn: ChannelCriterion) -> ChannelCriterion:
-        CHANNEL_CRITERIA[name] = fn
-        return fn
-    return deco
-
-
-def _importance(importance, small: nn.Module, layers: Sequence[str], image_size: int) -> dict[str, torch.Tensor]:
-
-    graph = _graph(small, image_size)
-    modules = dict(small.named_modules())
-    out = {}
-    for name in layers:
-        out[name] = importance(_group(graph, modules[name], range(modules[name].out_channels))).detach().to(torch.float64)
-    return out
-
-
-def _magnitude(p: int, reduction: str) -> ChannelCriterion:
-    """Torch-Pruning's GroupMagnitudeImportance; in the global scope each layer's scores are divided by
-    their mean (its ``normalizer='mean'``), so that layers of different widths compare."""
-    def score(small: nn.Module, layers: Sequence[str], image_size: int, scope: str, **_) -> dict[str, torch.Tensor]:
-        import torch_pruning as tp
-
-        imp = tp.importance.GroupMagnitudeImportance(p=p, group_reduction=reduction,
-                                                     normalizer="mean" if scope == "global" else None)
-        return _importance(imp, small, layers, image_size)
-    return score
-
-
-# Li et al. 2017: the L1 norm of the trained filter (the group's first member, the conv itself)
-register("l1")(_magnitude(1, "first"))
-# Torch-Pruning's default: the squared L2 norm over the group (filter and every slice reading it), averaged
-register("l2_group")(_magnitude(2, "mean"))
-
-
-@register("refill")
-def refill(small: nn.Module, layers: Sequence[str], rate: float, scope: str, **_) -> dict[str, torch.Tensor]:
-    """Chen et al. 2022 (IMP-Refill): prune the filters' weights unstructured by magnitude at the round's
-    rate, then keep whole the channels with the most survivors (the share of the filter, so that layers of
-    different filter sizes compare in the global scope; ties go to the larger L1 norm)."""
-    modules = dict(small.named_modules())
-    weights = {n: modules[n].weight.detach() for n in layers}
-    survivors = keep_top({n: w.abs() for n, w in weights.items()},
-                         {n: torch.ones_like(w, dtype=torch.bool) for n, w in weights.items()}, 1.0 - rate, scope)
-    out = {}
-    for n, w in weights.items():
-        share = survivors[n].flatten(1).double().mean(1)
-        l1 = w.abs().flatten(1).double().sum(1)
-        # A share step is at least 1 / filter size (>= 1 / 3456 in AlexNet): 1e-5 only breaks ties.
-        out[n] = share + 1e-5 * l1 / l1.max().clamp_min(1e-30)
-    return out
-
-
-def get_channel_criterion(name: str) -> ChannelCriterion:
-    try:
-        return CHANNEL_CRITERIA[name]
-    except KeyError:
-        raise ConfigError(f"unknown prune.channel.criterion {name!r}; allowed: "
-                          f"{', '.join(sorted(CHANNEL_CRITERIA))}") from None
-
-
-def prune_channels(model: nn.Module, mask: Mask, unit_list: Sequence[Unit], rate: float, scope: str,
-                   criterion: str, image_size: int) -> Mask:
-    """Prune ``rate`` of the live channels of ``model`` (the trained round, masked) by ``criterion``; every
-    layer keeps at least one channel. Returns the next round's weight mask."""
-    if not 0.0 < rate < 1.0:
-        raise ConfigError(f"prune.channel.rate must be in (0, 1), got {rate}")
-    fn = get_channel_criterion(criterion)
-    live = alive(mask, unit_list)
-    small = compact(model, mask, unit_list, image_size)
-    scores = fn(small, [u.layer for u in unit_list], image_size=image_size, rate=rate, scope=scope)
-    full = {}
-    for layer, s in scores.items():  # compact channel j is the j-th live channel of the full layer
-        f = torch.full((live[layer].numel(),), -math.inf, dtype=torch.float64)
-        f[live[layer]] = s
-        full[layer] = f
-    return channel_mask(keep_top(full, live, 1.0 - rate, scope), unit_list, mask)

@@ -104,7 +104,7 @@ def next_mask(params: Params, granularity: str, seed: int, trained: dict, start:
         from .pruning import prune
 
         return prune(trained, start, mask, p.rate, p.scope, p.criterion, p.layer_rates)
-    from .channels import prune_channels
+    from .channel_criteria import prune_channels
 
     model = build(params, seed, {n: v.clone() for n, v in trained.items()})
     return prune_channels(model, mask, channel_units(params, model), params.channel_rate(), p.channel.scope,
