@@ -2,7 +2,7 @@
 its masks honest and its BatchNorm done right, and a bad arch is one line."""
 from __future__ import annotations
 
-import os
+import json
 import subprocess
 import sys
 from pathlib import Path
@@ -26,6 +26,15 @@ def tiny_cache(tmp_path_factory):
     return build_tiny_cache(tmp_path_factory.mktemp("archs") / "data_src", n_positive=12, n_negative=38)
 
 
+@pytest.fixture
+def in_project(tiny_cache, tmp_path, monkeypatch):
+    """tmp_path as a project whose data/cache is the tiny cache, and the working directory (the stages' paths)."""
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / "cache").symlink_to(tiny_cache)
+    monkeypatch.chdir(tmp_path)
+    return tmp_path
+
+
 def _params(arch: str):
     from classprune.config import Params
 
@@ -40,22 +49,15 @@ def _params(arch: str):
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2", "alexnet"])
-def test_each_architectures_tiny_chain_prunes_rewinds_and_keeps_batchnorm_whole(arch, tiny_cache, tmp_path):
+def test_each_architectures_tiny_chain_prunes_rewinds_and_keeps_batchnorm_whole(arch, in_project, tmp_path):
     from classprune import io
     from classprune.evaluation.evaluate import evaluate_chain
     from classprune.lottery import runner
     from classprune.lottery.masks import load_mask
 
     params = _params(arch)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "cache").symlink_to(tiny_cache)
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        runner.run_chain(params, "black", 0)
-        result = evaluate_chain(params, "black", 0)
-    finally:
-        os.chdir(cwd)
+    runner.run_chain(params, "black", 0)
+    result = evaluate_chain(params, "black", 0)
     chain = tmp_path / "models" / "black" / "seed_0"
     w0 = io.load_torch(chain / "round_0" / "weights.pt")
     model = runner.build(params, 0, w0)
@@ -77,8 +79,6 @@ def test_each_architectures_tiny_chain_prunes_rewinds_and_keeps_batchnorm_whole(
         if bn_state:
             assert any(not torch.equal(weights[key], w0[key]) for key in bn_state if "running" in key)
     assert len(result["test_auc"]) == ROUNDS and all(0 <= a <= 1 for a in result["test_auc"])
-    import json
-
     rounds = json.loads((tmp_path / "reports" / "rounds" / "seed_0" / "black.json").read_text())["rounds"]
     width = registry.get(arch).width   # the diagnosis watches the small head on every network
     assert all(r["diagnosis"]["units"] == {"features": width, "head1": 8, "head2": 8} for r in rounds), rounds[0]
@@ -86,7 +86,7 @@ def test_each_architectures_tiny_chain_prunes_rewinds_and_keeps_batchnorm_whole(
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
 def test_each_architectures_channel_ticket_drops_coupled_groups_whole_and_its_compact_network_is_the_masked_one(
-        arch, tiny_cache, tmp_path):
+        arch, in_project, tmp_path):
     """Channel granularity on a residual (ResNet-18) and a depthwise (MobileNetV2) network: a unit is a coupled
     group (the convs a residual addition or a depthwise conv ties together), a pruned channel takes its BN
     entries with it, and the physically smaller network computes the masked one's logits."""
@@ -96,15 +96,8 @@ def test_each_architectures_channel_ticket_drops_coupled_groups_whole_and_its_co
     from classprune.lottery.masks import load_mask
 
     params = _params(arch)
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "cache").symlink_to(tiny_cache)
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        runner.run_chain(params, "black", 0, "channel")
-        result = evaluate_channel_chain(params, "black", 0)
-    finally:
-        os.chdir(cwd)
+    runner.run_chain(params, "black", 0, "channel")
+    result = evaluate_channel_chain(params, "black", 0)
     chain = tmp_path / "models" / "black-channel" / "seed_0"
     last = chain / f"round_{ROUNDS}"
     mask, weights = load_mask(last / "mask.pt"), io.load_torch(last / "weights.pt")
@@ -127,8 +120,6 @@ def test_each_architectures_channel_ticket_drops_coupled_groups_whole_and_its_co
     small = channels.compact(model, mask, units, 32).eval()
     with torch.no_grad():
         assert torch.allclose(small(probe), model(probe), atol=1e-5)
-    import json
-
     rounds = json.loads((tmp_path / "reports" / "rounds" / "seed_0" / "black-channel.json").read_text())["rounds"]
     macs = [r["macs"] for r in rounds]
     assert macs == sorted(macs, reverse=True) and macs[-1] < macs[0], "the compact network shrinks round by round"
@@ -292,7 +283,8 @@ def test_each_architecture_exports_sparse_onnx_and_int8_files_that_compute_the_t
     # int8 of a random network is not its fp32 (the pipeline judges a trained one as shipped); it follows it
     assert np.isfinite(int8_logodds).all() and np.corrcoef(int8_logodds, logodds)[0, 1] > 0.5
     units = channels.units(model, "conv", 32)
-    cmask = channel_criteria.prune_channels(model, channels.full_channel_mask(model, units), units, 0.5, "layerwise", "l1", 32)
+    full = channels.full_channel_mask(model, units)
+    cmask = channel_criteria.prune_channels(model, full, units, 0.5, "layerwise", "l1", 32)
     with torch.no_grad():
         for n, p in model.named_parameters():
             if n in cmask:
@@ -306,7 +298,7 @@ def test_each_architecture_exports_sparse_onnx_and_int8_files_that_compute_the_t
 
 
 @pytest.mark.parametrize("arch", ["resnet18", "mobilenet_v2"])
-def test_the_baselines_run_from_the_registry_and_lobs_is_refused_where_it_does_not_apply(arch, tiny_cache, tmp_path):
+def test_the_baselines_run_from_the_registry_and_lobs_is_refused_where_it_does_not_apply(arch, in_project, tmp_path):
     """SNIP, SNIP + training and the MobileNet point on each network (the MobileNet counted against the pruned
     network's own size); L-OBS on ResNet-18, and on MobileNetV2 a one-line refusal that says why."""
     from classprune.baselines.common import run_baseline
@@ -327,18 +319,9 @@ def test_the_baselines_run_from_the_registry_and_lobs_is_refused_where_it_does_n
             Params.model_validate({**raw, "baselines": {**raw["baselines"], "methods": ["lobs"]}})
         assert "depthwise" in str(err.value)
     params = Params.model_validate({**raw, "baselines": {**raw["baselines"], "methods": applicable}})
-    (tmp_path / "data").mkdir()
-    (tmp_path / "data" / "cache").symlink_to(tiny_cache)
-    cwd = os.getcwd()
-    os.chdir(tmp_path)
-    try:
-        runner.init(params, "red", 0)
-        runner.train_round(params, "red", 0, 1)
-        out = {m: run_baseline(params, m, 0) for m in applicable}
-    finally:
-        os.chdir(cwd)
-    import json
-
+    runner.init(params, "red", 0)
+    runner.train_round(params, "red", 0, 1)
+    out = {m: run_baseline(params, m, 0) for m in applicable}
     for method in applicable:
         rounds = json.loads((tmp_path / "reports" / "rounds" / "seed_0" / f"{method}.json").read_text())["rounds"]
         if method == "mobilenet":
