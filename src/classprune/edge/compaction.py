@@ -24,8 +24,8 @@ import torch
 from torch import nn
 
 from .. import io
-from ..paths import CACHE
 from ..errors import CheckpointError, DataError, ExportError, first_line
+from ..paths import CACHE
 from .export import (cache_meta, calibration, check_threshold, deploy_info, int8_nodes,
                      positive_class_of, read_selection, ship_files)
 from .onnx_files import FILES, export_onnx

@@ -100,8 +100,7 @@ def _slices(dep, idxs, root_idxs, names: Mapping[nn.Module, str]) -> tuple[list[
 
     if isinstance(layer, nn.BatchNorm2d):  # a pruned channel takes its BN entries with it
         return along(0, "weight", "bias"), along(0, "running_mean", "running_var")
-    depthwise = isinstance(layer, nn.Conv2d) and layer.groups == layer.in_channels == layer.out_channels > 1
-    if depthwise and fn in (tp.prune_depthwise_conv_out_channels, tp.prune_depthwise_conv_in_channels):
+    if _depthwise(layer) and fn in (tp.prune_depthwise_conv_out_channels, tp.prune_depthwise_conv_in_channels):
         return along(0, "weight", "bias"), []  # channel c is filter c: its input and output at once
     grouped = isinstance(layer, nn.Conv2d) and layer.groups != 1
     if fn in (tp.prune_conv_out_channels, tp.prune_linear_out_channels) and not grouped:
@@ -113,11 +112,15 @@ def _slices(dep, idxs, root_idxs, names: Mapping[nn.Module, str]) -> tuple[list[
                       "prune.channel.layers")
 
 
+def _depthwise(layer: nn.Module) -> bool:
+    """A conv whose every filter reads only its own channel (MobileNetV2's): its input and output are one."""
+    return isinstance(layer, nn.Conv2d) and layer.groups == layer.in_channels == layer.out_channels > 1
+
+
 def _root_fn(conv: nn.Conv2d):
     import torch_pruning as tp
 
-    depthwise = conv.groups == conv.in_channels == conv.out_channels > 1
-    return tp.prune_depthwise_conv_out_channels if depthwise else tp.prune_conv_out_channels
+    return tp.prune_depthwise_conv_out_channels if _depthwise(conv) else tp.prune_conv_out_channels
 
 
 def coupled_group(graph, conv: nn.Conv2d, idxs: Sequence[int]):
@@ -176,7 +179,6 @@ def compact(model: nn.Module, mask: Mapping[str, torch.Tensor], unit_list: Seque
             image_size: int) -> nn.Module:
     """A copy of ``model`` with the pruned channels physically removed by Torch-Pruning (not hand slicing):
     its logits equal the masked network's."""
-
     small = copy.deepcopy(model)
     graph = dependency_graph(small, image_size)
     modules = dict(small.named_modules())
