@@ -148,6 +148,37 @@ def test_the_alexnet_entry_is_the_papers_network():
 
 
 @pytest.mark.parametrize("arch", sorted(registry.ARCHS))
+def test_the_registrys_prunable_size_is_the_built_networks(arch):
+    """Params validation counts a network's prunable weights from its entry (no torch); that count must be what
+    the masks cover, for any head."""
+    from classprune.lottery.masks import prunable_names
+
+    for hidden in ((8, 8), (16, 4)):
+        with torch.device("meta"):
+            model = registry.build(arch, hidden)
+        names, params = prunable_names(model), dict(model.named_parameters())
+        assert registry.prunable_size(arch, hidden) == (sum(params[n].numel() for n in names), len(names))
+
+
+def test_rounds_that_would_empty_a_network_are_refused_per_network(tmp_path):
+    """6 rounds at rate 0.9 keep 1e-5 of the weights: 24.7 of AlexNet's 2.47 M (16 prunable tensors) and 112 of
+    ResNet-18's 11.2 M (26), but 22.0 of MobileNetV2's 2.2 M, fewer than its 58 tensors: refused in one line."""
+    from classprune.config import load_params
+
+    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+    params["prune"]["rate"], params["prune"]["rounds"] = 0.9, [{"k": k, "prev": k - 1} for k in range(1, 7)]
+    for arch in ("alexnet", "resnet18", "mobilenet_v2"):
+        params["model"]["arch"] = arch
+        (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+        if arch != "mobilenet_v2":
+            load_params(tmp_path / "params.yaml")
+            continue
+        with pytest.raises(ConfigError) as err:
+            load_params(tmp_path / "params.yaml")
+        assert "\n" not in str(err.value) and "prune" in str(err.value) and "58 prunable tensors" in str(err.value)
+
+
+@pytest.mark.parametrize("arch", sorted(registry.ARCHS))
 def test_the_head_widths_are_params_on_every_network(arch):
     from classprune.models.network import build_model
 

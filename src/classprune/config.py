@@ -226,6 +226,20 @@ class Params(_Strict):
         return self
 
     @model_validator(mode="after")
+    def _rounds_leave_weights(self):
+        # Every round after the first trains on (1-p)^(k-1) of the prunable weights; the sparsest must keep at
+        # least one weight for each of the network's prunable tensors.
+        from .models.registry import prunable_size
+
+        elements, tensors = prunable_size(self.model.arch, tuple(self.model.head))
+        left = elements * (1 - self.prune.rate) ** (self.prune.n_rounds - 1)
+        if left < tensors:
+            raise ValueError(f"prune: {self.prune.n_rounds} rounds at rate {self.prune.rate} leave {left:.1f} of "
+                             f"{self.model.arch}'s weights, fewer than its {tensors} prunable tensors; use fewer "
+                             "rounds or a lower rate")
+        return self
+
+    @model_validator(mode="after")
     def _channel_tickets_startable(self):
         if missing := [s for s in self.run.channel_scenarios if s not in self.run.scenarios]:
             raise ValueError(f"run.channel_scenarios {missing} must also be in run.scenarios: a channel ticket starts "

@@ -8,7 +8,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from .constants import CHANNEL_CRITERIA, LT_CRITERIA, NUM_PARAMETERS
+from .constants import CHANNEL_CRITERIA, LT_CRITERIA
 
 
 class _Strict(BaseModel):
@@ -90,16 +90,6 @@ class Prune(_Strict):
         if not v or [(r.k, r.prev) for r in v] != [(i, i - 1) for i in range(1, len(v) + 1)]:
             raise ValueError("must list {k: 1, prev: 0}, {k: 2, prev: 1}, ... in order")
         return v
-
-    @model_validator(mode="after")
-    def _leaves_weights(self):
-        # Every round after the first trains on (1-p)^(k-1) of the weights; the sparsest must keep at
-        # least one weight for each of AlexNet's 16 prunable tensors.
-        left = NUM_PARAMETERS * (1 - self.rate) ** (len(self.rounds) - 1)
-        if left < 16:
-            raise ValueError(f"{len(self.rounds)} rounds at rate {self.rate} leave {left:.1f} weights; "
-                             "use fewer rounds or a lower rate")
-        return self
 
     @property
     def n_rounds(self) -> int:

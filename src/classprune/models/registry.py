@@ -7,6 +7,7 @@ Importing this module imports no torch: params validation (classprune.config) re
 from __future__ import annotations
 
 from dataclasses import dataclass
+from itertools import pairwise
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
@@ -23,6 +24,7 @@ class Arch:
     width: int            # pooled feature width: the head's input
     min_image_size: int   # smallest input its strides and pools survive
     batch_norm: bool      # BN layers: never pruned, rewound with their running statistics
+    prunable: tuple[int, int]  # the backbone's Conv2d/Linear weights and biases: (elements, tensors)
     backbone: str | None = None  # the submodule the source task pretrains and saves; None: all but the head
     depthwise: bool = False  # depthwise convs: one input space per channel, so L-OBS's one Hessian per layer does not apply
 
@@ -34,10 +36,11 @@ class Arch:
 
 ARCHS: dict[str, Arch] = {
     # the paper's AlexNet-256-8-8-2: torchvision's features, a 1x1 average pool (torchvision's is 6x6)
-    "alexnet": Arch("alexnet", "AlexNet_Weights", "classifier", 256, 63, batch_norm=False, backbone="features"),
-    "resnet18": Arch("resnet18", "ResNet18_Weights", "fc", 512, 32, batch_norm=True),
+    "alexnet": Arch("alexnet", "AlexNet_Weights", "classifier", 256, 63, batch_norm=False,
+                    prunable=(2_469_696, 10), backbone="features"),
+    "resnet18": Arch("resnet18", "ResNet18_Weights", "fc", 512, 32, batch_norm=True, prunable=(11_166_912, 20)),
     "mobilenet_v2": Arch("mobilenet_v2", "MobileNet_V2_Weights", "classifier", 1280, 32, batch_norm=True,
-                         depthwise=True),
+                         prunable=(2_189_760, 52), depthwise=True),
 }
 
 
@@ -45,6 +48,15 @@ def get(name: str) -> Arch:
     if name not in ARCHS:
         raise ValueError(f"model.arch must be one of {', '.join(ARCHS)}, got {name!r}")
     return ARCHS[name]
+
+
+def prunable_size(name: str, hidden: tuple[int, int] = (8, 8), num_classes: int = 2) -> tuple[int, int]:
+    """(elements, tensors) a weight ticket may prune: the backbone's from the entry, the head's counted, so that
+    params validation needs no torch (tests/test_archs.py checks it against the built network)."""
+    b, c = hidden
+    widths = (get(name).width, b, c, num_classes)
+    elements, tensors = get(name).prunable
+    return elements + sum((i + 1) * o for i, o in pairwise(widths)), tensors + 6
 
 
 def head(width: int, hidden: tuple[int, int], num_classes: int, dropout: float) -> nn.Module:
