@@ -9,6 +9,8 @@ granularity (weight / channel ticket), for red and black:
 * the FN-budget level the report chose on val for black, and red's at the same level: remaining weights,
   test AUC / FNR / FPR, and the seeds whose model is constant (a collapse);
 * the paired black - red difference there (test split, paired by seed): ΔFNR and ΔAUC with their CIs;
+* for channel tickets, each scenario's ticket against its random reinit control (open_lth's
+  randomly_reinitialize: the same mask, fresh weights), paired by seed: ΔAUC and ΔFNR;
 * for channel tickets the compact network's MACs and parameters, and the batch-1 latency of its fp32 and
   int8 ONNX files against the dense fp32 file (onnxruntime, 1 thread, this machine).
 
@@ -65,9 +67,9 @@ def rows(arch: str, src: Path) -> list[dict]:
             paired = pd.read_csv(src / "paired_differences.csv")
             paired = paired[paired["method"] == "black"]
         else:
-            paired = pd.read_csv(src / "paired_channel.csv")
-            paired = paired[(paired["comparison"] == "vs red") & (paired["method"] == "black-channel")
-                            & (paired["split"] == "test")]
+            channel = pd.read_csv(src / "paired_channel.csv")
+            channel = channel[channel["split"] == "test"]
+            paired = channel[(channel["comparison"] == "vs red") & (channel["method"] == "black-channel")]
         for k in ([1, sel["round"]] if sel else [1]):
             p = paired[paired["round"] == k]
             row = {"arch": arch, "granularity": gran, "level": "dense" if k == 1 else f"FN budget (round {k})",
@@ -81,18 +83,35 @@ def rows(arch: str, src: Path) -> list[dict]:
                 compact = json.loads(shipped.read_text())["black"].get("compact", {}) if shipped.is_file() else {}
                 row["cost"] = {**sel, **compact}
                 row["latency"] = _latency(src, "black")
+                for sc in ("red", "black"):
+                    p = channel[(channel["comparison"] == "vs reinit") & (channel["method"] == f"{sc}-channel")
+                                & (channel["round"] == k)]
+                    row[f"reinit_{sc}"] = _paired(p.iloc[0] if len(p) else None)
             out.append(row)
         if sel is None:
             out.append({"arch": arch, "granularity": gran, "level": "FN budget: no level qualified"})
     return out
 
 
+WEIGHTS = ("| network | ticket | seeds | level | remaining % | red AUC | black AUC | red FNR | black FNR | black FPR | "
+           "const red / black | ΔFNR black - red | ΔAUC black - red |\n"
+           "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+CONTROL = ("| network | level | red ΔFNR ticket - reinit | red ΔAUC ticket - reinit | black ΔFNR ticket - reinit | "
+           "black ΔAUC ticket - reinit |\n|---|---|---:|---:|---:|---:|")
+COST = ("| network | compact MACs (of dense) | params (of dense) | fp32 batch 1 ms (dense fp32) | "
+        "int8 batch 1 ms (dense int8) |\n|---|---:|---:|---:|---:|")
+
+
+def _ms(latency: dict, key: str) -> str:
+    return f"{latency[key]:.2f}" if key in latency else "n/a"
+
+
+def _share(cost: dict, key: str) -> str:
+    return f" ({100 * cost[f'{key}_ratio']:.2f} %)" if f"{key}_ratio" in cost else ""
+
+
 def markdown(table: list[dict]) -> str:
-    lines = ["| network | ticket | seeds | level | remaining % | red AUC | black AUC | red FNR | black FNR | "
-             "black FPR | const red / black | ΔFNR black - red | ΔAUC black - red |",
-             "|---|---|---:|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    cost = ["", "| network | compact MACs (of dense) | params (of dense) | fp32 batch 1 ms (dense fp32) | "
-                "int8 batch 1 ms (dense int8) |", "|---|---:|---:|---:|---:|"]
+    lines, control, cost = [WEIGHTS], [CONTROL], [COST]
     for r in table:
         if "black" not in r:
             lines.append(f"| {r['arch']} | {r['granularity']} | | {r['level']} | | | | | | | | | |")
@@ -104,15 +123,11 @@ def markdown(table: list[dict]) -> str:
                      f"{r['paired']} |")
         if "cost" in r:
             c, lat = r["cost"], r.get("latency", {})
-
-            def ms(key: str) -> str:
-                return f"{lat[key]:.2f}" if key in lat else "n/a"
-            def share(key: str) -> str:
-                return f" ({100 * c[f'{key}_ratio']:.2f} %)" if f"{key}_ratio" in c else ""
-            cost.append(f"| {r['arch']} | {c['macs']:,}{share('macs')} | {c['params']:,}{share('params')} | "
-                        f"{ms('fp32')} ({ms('dense_fp32')}) | "
-                        f"{ms('int8')} ({ms('dense_int8')}) |")
-    return "\n".join(lines + (cost if len(cost) > 3 else [])) + "\n"
+            control.append(f"| {r['arch']} | {r['level']} | {r['reinit_red']} | {r['reinit_black']} |")
+            cost.append(f"| {r['arch']} | {c['macs']:,}{_share(c, 'macs')} | {c['params']:,}{_share(c, 'params')} | "
+                        f"{_ms(lat, 'fp32')} ({_ms(lat, 'dense_fp32')}) | {_ms(lat, 'int8')} ({_ms(lat, 'dense_int8')}) |")
+    parts = [lines] + ([control, cost] if len(cost) > 1 else [])
+    return "\n\n".join("\n".join(p) for p in parts) + "\n"
 
 
 def main() -> int:
