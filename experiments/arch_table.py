@@ -130,9 +130,13 @@ def markdown(table: list[dict]) -> str:
     return "\n\n".join("\n".join(p) for p in parts) + "\n"
 
 
+def table() -> list[dict]:
+    """Rows of every network with committed reports."""
+    return [r for arch, src in SOURCES.items() if (src / "metrics.json").is_file() for r in rows(arch, src)]
+
+
 def main() -> int:
-    table = [r for arch, src in SOURCES.items() if (src / "metrics.json").is_file() for r in rows(arch, src)]
-    text = markdown(table)
+    text = markdown(table())
     OUT.parent.mkdir(parents=True, exist_ok=True)
     OUT.write_text(text)
     print(text)
