@@ -87,3 +87,23 @@ def test_a_stale_lock_entry_is_found(tmp_path):
     stages = ["report", "pipelines/seed_0/dvc.yaml:lt@red-0-level0"]
     assert stale_lock_entries(tmp_path, stages) == {"dvc.lock": ["train@red-0"],
                                                     "pipelines/seed_0/dvc.lock": ["evaluate@red-0-round1"]}
+
+
+def test_the_per_network_table_is_made_from_the_committed_reports():
+    """reports/archs/table.md, which the README quotes, is what experiments/arch_table.py makes from the committed
+    reports, and each network's copy says which profile, commit and params produced it, with every stage done."""
+    sys.path.insert(0, str(ROOT / "experiments"))
+    import arch_table
+
+    archs = [a for a, src in arch_table.SOURCES.items() if a != "alexnet" and (src / "metrics.json").is_file()]
+    assert archs, "no network beyond AlexNet has committed results"
+    for arch in archs:
+        src = arch_table.SOURCES[arch]
+        provenance = json.loads((src / "provenance.json").read_text())
+        params = yaml.safe_load((src / "params.yaml").read_text())
+        assert provenance["profile"] == params["profile"] == params["model"]["arch"] == arch
+        assert provenance["dvc_status_after_run"] == "up to date", provenance["dvc_status_after_run"]
+        metrics = json.loads((src / "metrics.json").read_text())
+        for scenario in ("red", "black", "red-channel", "black-channel"):
+            assert metrics[scenario]["round_1"]["n_seeds"] == len(params["run"]["seeds"]) >= 3, (arch, scenario)
+    assert (ROOT / "reports" / "archs" / "table.md").read_text() == arch_table.markdown(arch_table.table())
