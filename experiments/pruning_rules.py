@@ -1,14 +1,16 @@
 """Choose the default pruning rule on the validation split: the lottery-ticket literature's rules side by side.
 
-Each rule runs the real pipeline (`dvc repro evaluate`: init, every LT round and the evaluation of red and
+Each rule runs the real pipeline (`dvc repro` of every seed's evaluate stages: init, every LT round and the evaluation of red and
 black over 5 seeds) in its own copy of this checkout, sharing this checkout's DVC cache, so the data and W0
 are the ones `make repro` uses. Only val numbers are collected: the test split never enters the choice.
 
     python experiments/pruning_rules.py --jobs 2            # run (resumable: DVC skips what is done)
     python experiments/pruning_rules.py --collect-only      # rebuild the table from the copies
+    python experiments/pruning_rules.py --profile mobilenet_v2 --rules open_lth frankle_carbin
 
 Writes reports/pruning_rules.csv (one row per rule, scenario, seed and round, val split) and
-reports/pruning_rules.md (the table params.yaml and the README quote).
+reports/pruning_rules.md (the table params.yaml and the README quote); with --profile NAME, params.yaml with
+that profile's overlay is the base (its network and seeds) and the files go to reports/archs/NAME/.
 """
 from __future__ import annotations
 
@@ -27,24 +29,27 @@ import yaml
 from classprune.reporting.report import diagnosis_columns
 
 ROOT = Path(__file__).resolve().parents[1]
-COMMON = {"run.scenarios": ["red", "black"], "run.seeds": [0, 1, 2, 3, 4], "baselines.methods": []}
+COMMON = {"run.scenarios": ["red", "black"], "baselines.methods": []}   # seeds: the base params' (default 0-4)
 WEIGHTS_ONLY = {"prune.include_biases": False}
 RULES: dict[str, dict] = {
     # rahimentezari/Sensys-ml2020: every tensor on its own, biases and the output layer included
-    "authors": {"prune.criterion": "magnitude_increase", "prune.scope": "layerwise", "prune.include_biases": True},
+    "authors": {"prune.criterion": "magnitude_increase", "prune.scope": "layerwise", "prune.include_biases": True,
+                "prune.ignore": []},
     # facebookresearch/open_lth: |W|, one global threshold, weights only, the output layer left whole
     "open_lth": {"prune.criterion": "magnitude", "prune.scope": "global", **WEIGHTS_ONLY,
-                 "prune.ignore": ["classifier.6.weight"]},
+                 "prune.ignore": ["output"]},
     # Frankle & Carbin 2019: |W| per layer, weights only, the output layer at half the rate
     "frankle_carbin": {"prune.criterion": "magnitude", "prune.scope": "layerwise", **WEIGHTS_ONLY,
-                       "prune.layer_rates": {"classifier.6.weight": 0.25}},
+                       "prune.ignore": [], "prune.layer_rates": {"output": 0.25}},
     # the authors' rule with rounds 4x as long, so the weights move further before they are scored; red only,
     # 3 seeds, rounds to 25 % (where the 200-step rounds had killed 3 of 5 red seeds) to fit the CPU time
     "authors_800": {"prune.criterion": "magnitude_increase", "prune.scope": "layerwise", "prune.include_biases": True,
+                    "prune.ignore": [],
                     "train.iterations": 800, "run.scenarios": ["red"], "run.seeds": [0, 1, 2],
                     "prune.rounds": [{"k": k, "prev": k - 1} for k in range(1, 4)]},
 }
 COPIES = Path(os.environ.get("CLASSPRUNE_RULES_DIR", "/tmp/classprune-rules"))
+PROFILE: str | None = None   # --profile: its overlay on params.yaml is the base of every rule
 
 
 def set_key(tree: dict, dotted: str, value) -> None:
@@ -67,12 +72,23 @@ def make_copy(name: str) -> Path:
                 shutil.copy2(src, dst)
     if not (dest / ".git").exists():
         subprocess.run(["git", "init", "-q"], cwd=dest, check=True)
-    params = yaml.safe_load((ROOT / "params.yaml").read_text())
+        # DVCLive (the train logs) reads HEAD: a repository without a commit stops every training stage
+        subprocess.run(["git", "-c", "user.name=classprune", "-c", "user.email=classprune@localhost", "commit", "-q",
+                        "--allow-empty", "-m", "pruning-rules copy"], cwd=dest, check=True)
+    params = base_params()
     for key, value in {**COMMON, **RULES[name]}.items():
         set_key(params, key, value)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["dvc", "cache", "dir", "--local", str(ROOT / ".dvc" / "cache")], cwd=dest, check=True)
     return dest
+
+
+def base_params() -> dict:
+    from classprune import profiles
+
+    if PROFILE is None:
+        return yaml.safe_load((ROOT / "params.yaml").read_text())
+    return profiles.merged_params(PROFILE, base=ROOT / "params.yaml")
 
 
 def run(name: str) -> int:
@@ -81,14 +97,15 @@ def run(name: str) -> int:
     log = (COPIES / f"{name}.log").open("a")
     subprocess.run(["dvc", "checkout", "prepare", "split", "cache", "pretrain"], cwd=dest, env=env,
                    stdout=log, stderr=subprocess.STDOUT)
-    return subprocess.run(["dvc", "repro", "evaluate"], cwd=dest, env=env, stdout=log,
+    targets = [f"pipelines/seed_{s}/dvc.yaml:evaluate" for s in base_params()["run"]["seeds"]]
+    return subprocess.run(["dvc", "repro", *targets], cwd=dest, env=env, stdout=log,
                           stderr=subprocess.STDOUT).returncode
 
 
 def collect(names: list[str]) -> pd.DataFrame:
     rows = []
     for name in names:
-        cfg = {**COMMON, **RULES[name]}
+        cfg = {"run.seeds": base_params()["run"]["seeds"], **COMMON, **RULES[name]}
         for seed in cfg["run.seeds"]:
             for scenario in cfg["run.scenarios"]:
                 path = COPIES / name / "reports" / "rounds" / f"seed_{seed}" / f"{scenario}.json"
@@ -125,6 +142,10 @@ def _grid(agg: pd.DataFrame, cell) -> list[str]:
 
 def table(df: pd.DataFrame) -> str:
     """Per rule, scenario and round: mean / min val AUC over seeds, dead and constant models, why they died."""
+    from classprune.models.registry import get
+
+    model = base_params()["model"]
+    width, head = get(model["arch"]).width, model["head"]
     df = df.assign(dead_head=df["dead_head1"] + df["dead_head2"])
     agg = df.groupby(["rule", "scenario", "round"], sort=False).agg(
         seeds=("seed", "nunique"), auc=("val_auc", "mean"), auc_min=("val_auc", "min"), dead=("score_constant", "sum"),
@@ -134,10 +155,11 @@ def table(df: pd.DataFrame) -> str:
            "image, AUC 0.500), C = constant predictors at argmax (one class for every image). Levels are nominal: "
            "the share of the prunable weights.", ""]
     out += _grid(agg, lambda r: f"{r.auc:.3f} ({r.auc_min:.3f}) {int(r.dead)}D {int(r.const)}C")
-    out += ["", "Share of W0's conv-feature magnitude (sum of |W0|) the mask keeps, mean over the 5 conv layers and "
+    out += ["", "Share of W0's conv-feature magnitude (sum of |W0|) the mask keeps, mean over the conv layers and "
             "the seeds. A criterion blind to the pretrained magnitudes keeps about the share of weights it keeps:", ""]
     out += _grid(agg, lambda r: f"{r.kept:.3f}")
-    out += ["", "Never-firing units on val, mean over seeds: pooled conv features (of 256) / head ReLU units (of 16):", ""]
+    out += ["", f"Never-firing units on val, mean over seeds: pooled conv features (of {width}) / head ReLU units "
+            f"(of {sum(head)}):", ""]
     out += _grid(agg, lambda r: f"{r.features:.0f} / {r.head:.1f}")
     dead = df[df["score_constant"].astype(bool)]
     causes = dead.groupby(["rule", "scenario", "cause"]).size()
@@ -151,15 +173,22 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--rules", nargs="*", default=list(RULES), choices=list(RULES))
     ap.add_argument("--jobs", type=int, default=2)
     ap.add_argument("--collect-only", action="store_true")
+    ap.add_argument("--profile", help="a profile (profiles/NAME.yaml) whose overlay on params.yaml is the base")
     args = ap.parse_args(argv)
+    global COPIES, PROFILE
+    PROFILE = args.profile
+    if PROFILE:
+        COPIES = COPIES / PROFILE
+    out = ROOT / "reports" / ("archs/" + PROFILE if PROFILE else "")
     COPIES.mkdir(parents=True, exist_ok=True)
     if not args.collect_only:
         with ThreadPoolExecutor(args.jobs) as pool:
             codes = dict(zip(args.rules, pool.map(run, args.rules)))
         print(codes, file=sys.stderr)
     df = collect(args.rules)
-    df.sort_values(["rule", "scenario", "seed", "round"]).to_csv(ROOT / "reports" / "pruning_rules.csv", index=False)
-    (ROOT / "reports" / "pruning_rules.md").write_text(table(df))
+    out.mkdir(parents=True, exist_ok=True)
+    df.sort_values(["rule", "scenario", "seed", "round"]).to_csv(out / "pruning_rules.csv", index=False)
+    (out / "pruning_rules.md").write_text(table(df))
     print(table(df))
     return 0
 
