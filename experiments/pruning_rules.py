@@ -103,6 +103,10 @@ def run(name: str) -> int:
 
 
 def collect(names: list[str]) -> pd.DataFrame:
+    from classprune.models.network import conv_layers
+
+    model = base_params()["model"]
+    convs = conv_layers(model["arch"], tuple(model["head"]))
     rows = []
     for name in names:
         cfg = {"run.seeds": base_params()["run"]["seeds"], **COMMON, **RULES[name]}
@@ -110,11 +114,11 @@ def collect(names: list[str]) -> pd.DataFrame:
             for scenario in cfg["run.scenarios"]:
                 path = COPIES / name / "reports" / "rounds" / f"seed_{seed}" / f"{scenario}.json"
                 if path.is_file():
-                    rows += _rows(name, json.loads(path.read_text()))
+                    rows += _rows(name, json.loads(path.read_text()), convs)
     return pd.DataFrame(rows)
 
 
-def _rows(name: str, r: dict) -> list[dict]:
+def _rows(name: str, r: dict, convs: list[str]) -> list[dict]:
     """One row per round of one result file; a file the copy's evaluate stage has not rewritten (no
     diagnosis: the checkout's own committed result) is skipped."""
     rows = []
@@ -125,7 +129,7 @@ def _rows(name: str, r: dict) -> list[dict]:
         rows.append({"rule": name, "scenario": r["method"], "seed": r["seed"], "round": rd["round"],
                      "remaining": rd["remaining"], "remaining_all": rd.get("remaining_all"),
                      "val_auc": val["auc"], "val_fnr": val["fnr"], "val_fpr": val["fpr"],
-                     "constant": val["constant"], **diagnosis_columns(rd)})
+                     "constant": val["constant"], **diagnosis_columns(rd, convs)})
     return rows
 
 
