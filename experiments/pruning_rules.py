@@ -60,11 +60,13 @@ def set_key(tree: dict, dotted: str, value) -> None:
 
 
 def make_copy(name: str) -> Path:
-    """This checkout's tracked and untracked files (not its outputs), params overridden, cache shared."""
+    """This checkout's tracked and untracked files (not its outputs, not its reports), params overridden, cache shared."""
     dest = COPIES / name
     files = subprocess.run(["git", "ls-files", "-co", "--exclude-standard", "-z"], cwd=ROOT, check=True,
                            capture_output=True).stdout.decode().split("\0")
     for rel in filter(None, files):
+        if rel.startswith("reports/"):   # the checkout's own results: only what the copy evaluates may be collected
+            continue
         src, dst = ROOT / rel, dest / rel
         if src.is_file():
             dst.parent.mkdir(parents=True, exist_ok=True)
@@ -119,12 +121,9 @@ def collect(names: list[str]) -> pd.DataFrame:
 
 
 def _rows(name: str, r: dict, convs: list[str]) -> list[dict]:
-    """One row per round of one result file; a file the copy's evaluate stage has not rewritten (no
-    diagnosis: the checkout's own committed result) is skipped."""
+    """One row per round of one result file of the copy's evaluate stage."""
     rows = []
     for rd in r["rounds"]:
-        if "diagnosis" not in rd:
-            return []
         val = rd["val"]
         rows.append({"rule": name, "scenario": r["method"], "seed": r["seed"], "round": rd["round"],
                      "remaining": rd["remaining"], "remaining_all": rd.get("remaining_all"),
