@@ -89,7 +89,18 @@ def test_a_stale_lock_entry_is_found(tmp_path):
                                                     "pipelines/seed_0/dvc.lock": ["evaluate@red-0-round1"]}
 
 
-def test_the_per_network_table_is_made_from_the_committed_reports():
+def _same_params_as_the_profile(arch: str, committed: Path, tmp_path: Path) -> None:
+    """What ran is what `classprune profile ARCH` applies to today's params.yaml, section by section."""
+    from classprune import profiles
+    from classprune.config import load_params
+
+    (tmp_path / "profile.yaml").write_text(yaml.safe_dump(profiles.merged_params(arch, ROOT / "params.yaml")))
+    ran, profile = load_params(committed), load_params(tmp_path / "profile.yaml")
+    for section in ("model", "data", "train", "prune", "run", "scenarios", "pretrain", "evaluate"):
+        assert getattr(ran, section) == getattr(profile, section), (arch, section)
+
+
+def test_the_per_network_table_is_made_from_the_committed_reports(tmp_path):
     """reports/archs/table.md, which the README quotes, is what experiments/arch_table.py makes from the committed
     reports, and each network's copy says which profile, commit and params produced it, with every stage done."""
     sys.path.insert(0, str(ROOT / "experiments"))
@@ -101,6 +112,7 @@ def test_the_per_network_table_is_made_from_the_committed_reports():
         src = arch_table.SOURCES[arch]
         provenance = json.loads((src / "provenance.json").read_text())
         params = yaml.safe_load((src / "params.yaml").read_text())
+        _same_params_as_the_profile(arch, src / "params.yaml", tmp_path)
         assert provenance["profile"] == params["profile"] == params["model"]["arch"] == arch
         assert provenance["dvc_status_after_run"] == "up to date", provenance["dvc_status_after_run"]
         metrics = json.loads((src / "metrics.json").read_text())

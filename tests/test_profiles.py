@@ -9,7 +9,8 @@ import pytest
 import yaml
 
 from classprune.config import load_params
-from classprune.profiles import ProfileError, apply_to_file, flatten, merge, merged_params, set_args
+from classprune.profiles import (ProfileError, apply_to_file, flatten, load_overlay, merge, merged_params,
+                                 set_args)
 
 ROOT = Path(__file__).resolve().parents[1]
 PROFILES = sorted(p.stem for p in (ROOT / "profiles").glob("*.yaml"))
@@ -25,9 +26,9 @@ def test_profile_names_only_params_keys_and_merges_to_valid_params(name, tmp_pat
     merged = merged_params(name, ROOT / "params.yaml", ROOT / "profiles")
     overlay = yaml.safe_load((ROOT / "profiles" / f"{name}.yaml").read_text())
     base = yaml.safe_load((ROOT / "params.yaml").read_text())
-    changed = [k for k, v in flatten(overlay).items() if _get(base, k) != v]
-    assert changed == list(flatten(overlay)), f"{name} repeats values params.yaml already has: " \
-        f"{sorted(set(flatten(overlay)) - set(changed))}"
+    leaves = flatten(overlay, base=base)
+    changed = [k for k, v in leaves.items() if _get(base, k) != v]
+    assert changed == list(leaves), f"{name} repeats values params.yaml already has: {sorted(set(leaves) - set(changed))}"
     (tmp_path / "params.yaml").write_text(yaml.safe_dump(merged))
     assert load_params(tmp_path / "params.yaml").profile == name
 
@@ -64,10 +65,18 @@ def test_apply_to_file_sets_values_and_keeps_comments(tmp_path):
     assert "    - {k: 3, prev: 2}\n" in text and "{k: 4" not in text
 
 
-def test_set_args_are_dvc_set_params_that_parse_back():
-    args = set_args({"prune": {"rounds": [{"k": 1, "prev": 0}]}, "profile": "tiny"})
-    assert args == ["-S", 'prune.rounds=[{"k":1,"prev":0}]', "-S", 'profile="tiny"']
-    assert yaml.safe_load(args[1].split("=", 1)[1]) == [{"k": 1, "prev": 0}]
+@pytest.mark.parametrize("name", PROFILES)
+def test_set_args_are_overrides_dvc_applies_to_give_the_profiles_params(name, tmp_path):
+    """`classprune profile NAME --exp` runs `dvc exp run` with these -S arguments: DVC's own override parser
+    (Hydra's grammar) must turn params.yaml into exactly the merged profile."""
+    from dvc.utils.hydra import apply_overrides
+
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    args = set_args(load_overlay(name, ROOT / "profiles"), base)
+    (tmp_path / "params.yaml").write_text((ROOT / "params.yaml").read_text())
+    apply_overrides(tmp_path / "params.yaml", args[1::2])
+    assert yaml.safe_load((tmp_path / "params.yaml").read_text()) == merged_params(name, ROOT / "params.yaml",
+                                                                                    ROOT / "profiles")
 
 
 def _cli(*args, cwd=ROOT):
@@ -100,3 +109,21 @@ def test_cli_profile_errors_are_one_line(tmp_path):
 def test_cli_run_outside_the_project_is_one_line(tmp_path):
     proc = _cli("run", "--workers", "1", cwd=tmp_path)
     assert proc.returncode == 2 and "not the classprune project" in proc.stderr and "Traceback" not in proc.stderr
+
+
+def test_a_mapping_params_yaml_holds_empty_is_set_whole(tmp_path):
+    """prune.layer_rates: {} maps tensor names to rates, so a profile's {output: 0.25} is its value, not a key
+    params.yaml lacks (the mobilenet_v2 profile sets it); a misspelt key of a real section is still refused."""
+    base = yaml.safe_load((ROOT / "params.yaml").read_text())
+    overlay = {"prune": {"scope": "layerwise", "ignore": [], "layer_rates": {"output": 0.25}}}
+    assert merge(base, overlay)["prune"]["layer_rates"] == {"output": 0.25}
+    assert set_args(overlay, base) == ["-S", 'prune.scope="layerwise"', "-S", "prune.ignore=[]",
+                                       "-S", "++prune.layer_rates={output:0.25}"]
+    with pytest.raises(ProfileError, match="prune.scopee"):
+        merge(base, {"prune": {"scopee": "layerwise"}})
+    (tmp_path / "profiles").mkdir()
+    (tmp_path / "profiles" / "rates.yaml").write_text(yaml.safe_dump({"profile": "rates", **overlay}))
+    params = tmp_path / "params.yaml"
+    params.write_text((ROOT / "params.yaml").read_text())
+    assert apply_to_file("rates", params, tmp_path / "profiles") == 4
+    assert load_params(params).prune.layer_rates == {"classifier.6.weight": 0.25}

@@ -235,7 +235,8 @@ def run_profile(argv: Sequence[str]) -> int:
         overlay = profiles.load_overlay(a.name)
         import yaml
 
-        profiles.check_keys(yaml.safe_load(open(a.params).read()), overlay, a.name)
+        base = yaml.safe_load(open(a.params).read())
+        profiles.check_keys(base, overlay, a.name)
         if a.write:
             n = profiles.apply_to_file(a.name, a.params)
             print(f"{a.params} overwritten with profile {a.name} ({n} keys); `git checkout {a.params}` restores it")
@@ -243,7 +244,7 @@ def run_profile(argv: Sequence[str]) -> int:
     except (profiles.ProfileError, OSError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    cmd = ["dvc", "exp", "run", *profiles.set_args(overlay), *dvc_args]
+    cmd = ["dvc", "exp", "run", *profiles.set_args(overlay, base), *dvc_args]
     if a.exp:
         seeds = (overlay.get("run") or {}).get("seeds")
         if seeds is not None:   # DVC cannot make files: the per-seed pipeline files follow the profile's seeds
@@ -253,7 +254,7 @@ def run_profile(argv: Sequence[str]) -> int:
             print(f"pipelines/ now holds seeds {seeds} (the profile's run.seeds); "
                   "`git checkout pipelines params.yaml` brings the committed ones back", file=sys.stderr)
         return subprocess.call(cmd)
-    for key, value in profiles.flatten(overlay).items():
+    for key, value in profiles.flatten(overlay, base=base).items():
         print(f"{key}: {json.dumps(value)}")
     print(f"\nrun as a DVC experiment: {shlex.join(cmd)}\n(or: classprune profile {a.name} --exp; "
           f"--write overwrites {a.params})")

@@ -40,13 +40,15 @@ def load_overlay(name: str | Path, profiles_dir: Path = PROFILES_DIR) -> dict:
     return data
 
 
-def flatten(overlay: dict, prefix: str = "") -> dict[str, object]:
-    """{"train": {"lr": 0.01}} -> {"train.lr": 0.01}; lists and scalars are leaves (a list replaces the base list)."""
+def flatten(overlay: dict, prefix: str = "", base: dict | None = None) -> dict[str, object]:
+    """{"train": {"lr": 0.01}} -> {"train.lr": 0.01}; lists and scalars are leaves (a list replaces the base list),
+    and so is a mapping that ``base`` holds empty (``prune.layer_rates: {}``: its keys are values, tensor names)."""
     out: dict[str, object] = {}
     for key, value in overlay.items():
         dotted = f"{prefix}{key}"
-        if isinstance(value, dict) and value:
-            out.update(flatten(value, dotted + "."))
+        sub = base.get(key) if isinstance(base, dict) else None
+        if isinstance(value, dict) and value and sub != {}:
+            out.update(flatten(value, dotted + ".", sub))
         else:
             out[dotted] = value
     return out
@@ -54,7 +56,7 @@ def flatten(overlay: dict, prefix: str = "") -> dict[str, object]:
 
 def check_keys(base: dict, overlay: dict, source: str = "profile") -> None:
     """Every overlay key must exist in the base params: a typo would otherwise be silently ignored."""
-    for dotted in flatten(overlay):
+    for dotted in flatten(overlay, base=base):
         node = base
         for part in dotted.split("."):
             if not isinstance(node, dict) or part not in node:
@@ -66,7 +68,7 @@ def merge(base: dict, overlay: dict, source: str = "profile") -> dict:
     """A copy of ``base`` with the overlay's leaves set (nested mappings merged, lists replaced)."""
     check_keys(base, overlay, source)
     out = copy.deepcopy(base)
-    for dotted, value in flatten(overlay).items():
+    for dotted, value in flatten(overlay, base=base).items():
         *parents, leaf = dotted.split(".")
         node = out
         for p in parents:
@@ -82,12 +84,20 @@ def merged_params(name: str | Path, base: str | Path = "params.yaml", profiles_d
     return merge(yaml.safe_load(Path(base).read_text()), load_overlay(name, profiles_dir), str(name))
 
 
-def set_args(overlay: dict) -> list[str]:
-    """``dvc exp run`` arguments: ``-S key=value`` per leaf (compact JSON values: DVC parses them as YAML)."""
-    args = []
-    for dotted, value in flatten(overlay).items():
-        args += ["-S", f"{dotted}={json.dumps(value, separators=(',', ':'))}"]
-    return args
+def _hydra(value) -> str:
+    """A value in the override grammar ``dvc exp run -S`` parses (Hydra's): quoted strings, bare mapping keys."""
+    if isinstance(value, dict):
+        return "{" + ",".join(f"{k}:{_hydra(v)}" for k, v in value.items()) + "}"
+    if isinstance(value, list):
+        return "[" + ",".join(_hydra(v) for v in value) + "]"
+    return json.dumps(value)
+
+
+def set_args(overlay: dict, base: dict | None = None) -> list[str]:
+    """``dvc exp run`` arguments, ``-S key=value`` per leaf; a mapping leaf (one params.yaml holds empty) takes
+    ``++``, since Hydra refuses to override an empty mapping with keys."""
+    return [arg for dotted, value in flatten(overlay, base=base).items()
+            for arg in ("-S", f"{'++' if isinstance(value, dict) else ''}{dotted}={_hydra(value)}")]
 
 
 def _ruamel():
@@ -156,7 +166,8 @@ def apply_to_file(name: str | Path, params_file: str | Path = "params.yaml", pro
     import yaml
 
     overlay = load_overlay(name, profiles_dir)
-    check_keys(yaml.safe_load(Path(params_file).read_text()), overlay, str(name))
-    values = flatten(overlay)
+    base = yaml.safe_load(Path(params_file).read_text())
+    check_keys(base, overlay, str(name))
+    values = flatten(overlay, base=base)
     set_values(params_file, values)
     return len(values)
