@@ -214,36 +214,29 @@ class Params(_Strict):
             unknown = [s for s in getattr(self.run, key) if s not in self.scenarios]
             if unknown:
                 raise ValueError(f"run.{key} names unknown scenario(s) {unknown}; defined: {sorted(self.scenarios)}")
-        return self
-
-    @model_validator(mode="after")
-    def _images_fit_the_network(self):
-        from .models.registry import get
-
-        for key, size in (("data.image_size", self.data.image_size), ("pretrain.image_size", self.pretrain.image_size)):
-            if size < (least := get(self.model.arch).min_image_size):
-                raise ValueError(f"{key} {size} is below {self.model.arch}'s minimum of {least} px (its strides and pools)")
-        return self
-
-    @model_validator(mode="after")
-    def _rounds_leave_weights(self):
-        # Every round after the first trains on (1-p)^(k-1) of the prunable weights; the sparsest must keep at
-        # least one weight for each of the network's prunable tensors.
-        from .models.registry import prunable_size
-
-        elements, tensors = prunable_size(self.model.arch, tuple(self.model.head))
-        left = elements * (1 - self.prune.rate) ** (self.prune.n_rounds - 1)
-        if left < tensors:
-            raise ValueError(f"prune: {self.prune.n_rounds} rounds at rate {self.prune.rate} leave {left:.1f} of "
-                             f"{self.model.arch}'s weights, fewer than its {tensors} prunable tensors; use fewer "
-                             "rounds or a lower rate")
-        return self
-
-    @model_validator(mode="after")
-    def _channel_tickets_startable(self):
         if missing := [s for s in self.run.channel_scenarios if s not in self.run.scenarios]:
             raise ValueError(f"run.channel_scenarios {missing} must also be in run.scenarios: a channel ticket starts "
                              f"from its weight chain's rounds 0 and 1")
+        return self
+
+    @model_validator(mode="after")
+    def _fits_the_network_and_training(self):
+        # images must survive its strides and pools, the sparsest round must keep one weight per prunable tensor,
+        # and a late rewind point must lie inside round 1
+        from .models.registry import get, prunable_size
+
+        if self.prune.rewind_iteration >= self.train.iterations:
+            raise ValueError(f"prune.rewind_iteration ({self.prune.rewind_iteration}) must be below "
+                             f"train.iterations ({self.train.iterations})")
+
+        arch = self.model.arch
+        for key, size in (("data.image_size", self.data.image_size), ("pretrain.image_size", self.pretrain.image_size)):
+            if size < (least := get(arch).min_image_size):
+                raise ValueError(f"{key} {size} is below {arch}'s minimum of {least} px (its strides and pools)")
+        elements, tensors = prunable_size(arch, tuple(self.model.head))
+        if (left := elements * (1 - self.prune.rate) ** (self.prune.n_rounds - 1)) < tensors:
+            raise ValueError(f"prune: {self.prune.n_rounds} rounds at rate {self.prune.rate} leave {left:.1f} of "
+                             f"{arch}'s weights, fewer than its {tensors} prunable tensors; use fewer rounds or a lower rate")
         return self
 
     @model_validator(mode="after")
@@ -272,13 +265,6 @@ class Params(_Strict):
     def check_seed(self, seed: int) -> None:
         if seed not in self.run.seeds:
             raise ConfigError(f"seed {seed} is not in run.seeds ({self.run.seeds}); `classprune seeds` drops it")
-
-    @model_validator(mode="after")
-    def _late_rewind_fits(self):
-        if self.prune.rewind_iteration >= self.train.iterations:
-            raise ValueError(f"prune.rewind_iteration ({self.prune.rewind_iteration}) must be below "
-                             f"train.iterations ({self.train.iterations})")
-        return self
 
 
 def _format(err: ValidationError, path: Path) -> str:
