@@ -78,7 +78,7 @@ def make_copy(name: str) -> Path:
         subprocess.run(["git", "-c", "user.name=classprune", "-c", "user.email=classprune@localhost", "commit", "-q",
                         "--allow-empty", "-m", "pruning-rules copy"], cwd=dest, check=True)
     params = base_params()
-    for key, value in {**COMMON, **RULES[name]}.items():
+    for key, value in settings(name).items():
         set_key(params, key, value)
     (dest / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
     subprocess.run(["dvc", "cache", "dir", "--local", str(ROOT / ".dvc" / "cache")], cwd=dest, check=True)
@@ -93,13 +93,18 @@ def base_params() -> dict:
     return profiles.merged_params(PROFILE, base=ROOT / "params.yaml")
 
 
+def settings(name: str) -> dict:
+    """The keys a rule's copy sets: the base's seeds, the common ones, the rule's own (which may override both)."""
+    return {"run.seeds": base_params()["run"]["seeds"], **COMMON, **RULES[name]}
+
+
 def run(name: str) -> int:
     dest = make_copy(name)
     env = {**os.environ, "PYTHONPATH": str(dest / "src"), "CLASSPRUNE_THREADS": "1"}
     log = (COPIES / f"{name}.log").open("a")
     subprocess.run(["dvc", "checkout", "prepare", "split", "cache", "pretrain"], cwd=dest, env=env,
                    stdout=log, stderr=subprocess.STDOUT)
-    targets = [f"pipelines/seed_{s}/dvc.yaml:evaluate" for s in base_params()["run"]["seeds"]]
+    targets = [f"pipelines/seed_{s}/dvc.yaml:evaluate" for s in settings(name)["run.seeds"]]
     return subprocess.run(["dvc", "repro", *targets], cwd=dest, env=env, stdout=log,
                           stderr=subprocess.STDOUT).returncode
 
@@ -111,7 +116,7 @@ def collect(names: list[str]) -> pd.DataFrame:
     convs = conv_layers(model["arch"], tuple(model["head"]))
     rows = []
     for name in names:
-        cfg = {"run.seeds": base_params()["run"]["seeds"], **COMMON, **RULES[name]}
+        cfg = settings(name)
         for seed in cfg["run.seeds"]:
             for scenario in cfg["run.scenarios"]:
                 path = COPIES / name / "reports" / "rounds" / f"seed_{seed}" / f"{scenario}.json"
