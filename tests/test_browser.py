@@ -62,25 +62,34 @@ def assert_rendered(png: Path, proc: subprocess.CompletedProcess) -> None:
     assert len(set(img.getdata())) > 20 and ImageStat.Stat(img).stddev[0] > 10
 
 
-def test_ui_shows_finished_flow_run_and_its_metrics_artifact(tmp_path):
+@pytest.fixture(scope="module")
+def finished(tmp_path_factory):
+    """One finished run for both pages: the fan-out flow (what `make repro` runs) on a cut-down tiny profile,
+    under a real Prefect server that stays up for the UI test. Its baseline is SNIP + training, so that the
+    DVC plots page also has a baseline's training curves: one pipeline run instead of a flow and a repro."""
     from flows.fanout import classprune_fanout
 
-    # the fan-out flow (what `make repro` runs) on a cut-down tiny profile: the pipeline, then the artifacts
-    repo = make_project(tmp_path / "repo", overrides={"baselines.methods": ["snip"]})
-    home = tmp_path / "prefect"
+    tmp = tmp_path_factory.mktemp("browser")
+    repo = make_project(tmp / "repo", overrides={"baselines.methods": ["snip_trained"]})
+    home = tmp / "prefect"
     home.mkdir()
     with prefect_server(home) as (url, port):
         state = classprune_fanout(repo_dir=str(repo), workers=2, return_state=True)
         assert state.is_completed(), state.message
-        run_page = f"http://127.0.0.1:{port}/runs/flow-run/{state.state_details.flow_run_id}"
-        artifact_page = f"http://127.0.0.1:{port}/artifacts/artifact/{metrics_artifact_id(url, state)}"
-        figure_page = f"http://127.0.0.1:{port}/artifacts/artifact/{metrics_artifact_id(url, state, 'classprune-figure')}"
-        shots = {}
-        for name, page in (("flow-run", run_page), ("artifact", artifact_page), ("figure", figure_page)):
-            png = tmp_path / f"{name}.png"
-            shots[name] = (png, chromium(page, tmp_path / "chromium-profile", f"--screenshot={png}"),
-                           chromium(page, tmp_path / "chromium-profile", "--dump-dom").stdout)
-        run_name = flow_run_name(state)
+        yield {"repo": repo, "state": state, "url": url, "port": port}
+
+
+def test_ui_shows_finished_flow_run_and_its_metrics_artifact(finished, tmp_path):
+    state, url, port = finished["state"], finished["url"], finished["port"]
+    run_page = f"http://127.0.0.1:{port}/runs/flow-run/{state.state_details.flow_run_id}"
+    artifact_page = f"http://127.0.0.1:{port}/artifacts/artifact/{metrics_artifact_id(url, state)}"
+    figure_page = f"http://127.0.0.1:{port}/artifacts/artifact/{metrics_artifact_id(url, state, 'classprune-figure')}"
+    shots = {}
+    for name, page in (("flow-run", run_page), ("artifact", artifact_page), ("figure", figure_page)):
+        png = tmp_path / f"{name}.png"
+        shots[name] = (png, chromium(page, tmp_path / "chromium-profile", f"--screenshot={png}"),
+                       chromium(page, tmp_path / "chromium-profile", "--dump-dom").stdout)
+    run_name = flow_run_name(state)
     run_dom, artifact_dom = shots["flow-run"][2], shots["artifact"][2]
     # the run page shows this run (its name, its final state), not the UI's "can't connect" page
     assert "Can't connect" not in run_dom
@@ -99,17 +108,16 @@ VEGA_FILES = {"vega": "vega/build/vega.min.js", "vega-lite": "vega-lite/build/ve
               "vega-embed": "vega-embed/build/vega-embed.min.js"}
 
 
-def test_dvc_plots_html_draws_training_and_roc_curves(tmp_path):
-    """`dvc plots show` of a finished tiny run, opened in headless Chromium: every chart is drawn, the
+def test_dvc_plots_html_draws_training_and_roc_curves(finished, tmp_path):
+    """`dvc plots show` of the finished tiny run (the flow ran its DVC stages), opened in headless Chromium: every chart is drawn, the
     training curves per round and the ROC/PR curves per method included. DVC's page loads vega from a CDN;
     the same vega builds from npm (make browser-deps) replace those script tags, Chromium stays offline."""
     import re
 
     if not all((VEGA / f).is_file() for f in VEGA_FILES.values()):
         pytest.skip("vega builds missing: run make browser-deps (npm)")
-    repo = make_project(tmp_path / "repo", overrides={"baselines.methods": ["snip_trained"]})
+    repo = finished["repo"]
     env = {**os.environ, "PATH": f"{Path(sys.executable).parent}:{os.environ['PATH']}"}
-    subprocess.run(["dvc", "repro", "-q"], cwd=repo, env=env, check=True, capture_output=True, timeout=900)
     subprocess.run(["dvc", "plots", "show", "-o", str(tmp_path / "plots")], cwd=repo, env=env, check=True,
                    capture_output=True, timeout=300)
     html = (tmp_path / "plots" / "index.html").read_text()
