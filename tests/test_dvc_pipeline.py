@@ -20,8 +20,9 @@ pytestmark = pytest.mark.slow
 
 
 def run(cwd: Path, *cmd: str, check: bool = True, env: dict | None = None) -> str:
-    """stdout + stderr of ``cmd``; the venv's bin first on PATH because stage commands say `python`."""
-    env = {**os.environ, "CLASSPRUNE_THREADS": "2", **(env or {})}
+    """stdout + stderr of ``cmd``; the venv's bin first on PATH because stage commands say `python`. Stages
+    take 2 threads unless CLASSPRUNE_THREADS says otherwise (conftest: 1 under make test's two workers)."""
+    env = {"CLASSPRUNE_THREADS": "2", **os.environ, **(env or {})}
     bindir = str(Path(sys.executable).parent)
     env["PATH"] = bindir + ":" + env.get("PATH", "")
     proc = subprocess.run(cmd, cwd=cwd, env=env, capture_output=True, text=True)

@@ -467,7 +467,7 @@ def _locked_stages(project: Path) -> set[str]:
 def test_kill_9_mid_pipeline_then_dvc_repro_resumes_and_matches_an_uninterrupted_run(tmp_path):
     make_project = _make_project()
     params = _small_tiny_params(tmp_path / "params.yaml")
-    env = _env(CLASSPRUNE_THREADS="2")
+    env = _env(CLASSPRUNE_THREADS="1")   # two repro runs at once: one thread each fits the two cores
     whole, killed = make_project(tmp_path / "whole", params), make_project(tmp_path / "killed", params)
     logs = {name: open(tmp_path / f"{name}.log", "w") for name in ("whole", "killed")}
     start = dict(stdout=None, stderr=subprocess.STDOUT, env=env, start_new_session=True)
