@@ -109,9 +109,10 @@ VEGA_FILES = {"vega": "vega/build/vega.min.js", "vega-lite": "vega-lite/build/ve
 
 
 def test_dvc_plots_html_draws_training_and_roc_curves(finished, tmp_path):
-    """`dvc plots show` of the finished tiny run (the flow ran its DVC stages), opened in headless Chromium: every chart is drawn, the
-    training curves per round and the ROC/PR curves per method included. DVC's page loads vega from a CDN;
-    the same vega builds from npm (make browser-deps) replace those script tags, Chromium stays offline."""
+    """`dvc plots show` of the finished tiny run (the flow ran its DVC stages), opened in headless Chromium:
+    every chart is drawn, the training curves per round and the ROC/PR curves per method included. DVC's page
+    loads vega from a CDN; the same vega builds from npm (make browser-deps) replace those script tags,
+    Chromium stays offline."""
     import re
 
     if not all((VEGA / f).is_file() for f in VEGA_FILES.values()):
