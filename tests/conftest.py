@@ -23,11 +23,3 @@ def tiny_loader():
     x[y == 1, :, 30:34, :] -= 2.0  # a dark stripe the net can learn
     ds = torch.utils.data.TensorDataset(x, y)
     return torch.utils.data.DataLoader(ds, batch_size=12, shuffle=True, generator=torch.Generator().manual_seed(1))
-
-
-def pytest_collection_modifyitems(items):
-    """Files with slow tests first, the rest after, each file's order kept. make test's workers take whole
-    files in collection order (xdist --dist loadfile), so a long file taken last (test_real_photos, 4 min,
-    came late in alphabetical order) keeps one worker busy while the other has nothing left to do."""
-    slow = {item.path for item in items if item.get_closest_marker("slow")}
-    items.sort(key=lambda item: item.path not in slow)
