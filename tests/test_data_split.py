@@ -82,3 +82,19 @@ def test_manifest_errors(tmp_path):
     (tmp_path / "dup.csv").write_text("path,label,split\na.jpg,0,train\na.jpg,0,test\n")
     with pytest.raises(DataError, match="a.jpg appears more than once"):
         read_manifest(tmp_path / "dup.csv")
+
+
+def test_eval_only_images_go_to_val_and_test_and_leave_train_as_it_was():
+    """data.synthetic.eval_only: images rendered past the counts enlarge val and test; train is the same."""
+    base = imbalanced_split(_index(300, 60), n_negative=300, n_positive=60, seed=4)
+    index = _index(450, 90)
+    number = index["path"].str.extract(r"(\d+)\.jpg$")[0].astype(int)
+    index["eval_only"] = number >= index["label"].map({0: 300, 1: 60})
+    m = imbalanced_split(index, n_negative=300, n_positive=60, seed=4)
+    train = lambda df: df[df["split"] == "train"].reset_index(drop=True)  # noqa: E731
+    pd.testing.assert_frame_equal(train(m), train(base))
+    counts = m.groupby(["split", "label"]).size().unstack() - base.groupby(["split", "label"]).size().unstack()
+    assert counts.loc["val"].tolist() == [75, 15] and counts.loc["test"].tolist() == [75, 15]
+    for split in ("val", "test"):  # the base split's images stay where they were
+        assert set(base.loc[base["split"] == split, "path"]) <= set(m.loc[m["split"] == split, "path"])
+    assert m["path"].is_unique and "eval_only" not in m.columns

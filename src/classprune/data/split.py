@@ -26,9 +26,14 @@ def imbalanced_split(
     seed: int = 0,
     take_all: bool = False,
 ) -> pd.DataFrame:
-    """Draw a fixed number of images per class (the paper's 20k/4k imbalance), then split 70/15/15."""
+    """Draw a fixed number of images per class (the paper's 20k/4k imbalance), then split 70/15/15.
+
+    Rows whose ``eval_only`` column is true are never drawn: after the split they are divided between val and
+    test (stratified, in the ratio of their fractions), so the train split is the one without them."""
     fractions = _check_fractions(fractions)
     index = _sorted_index(index)
+    held = index.pop("eval_only").astype(bool) if "eval_only" in index.columns else pd.Series(False, index=index.index)
+    eval_only, index = index[held].reset_index(drop=True), index[~held].reset_index(drop=True)
     drawn = []
     for label, wanted in ((0, n_negative), (1, n_positive)):
         pool = index[index["label"] == label]
@@ -44,6 +49,9 @@ def imbalanced_split(
     train_frac, val_frac, test_frac = fractions
     train, rest = _stratified(pool, train_frac, seed)
     val, test = _stratified(rest, val_frac / (val_frac + test_frac), seed)
+    if len(eval_only):
+        extra_val, extra_test = _stratified(eval_only, val_frac / (val_frac + test_frac), seed)
+        val, test = pd.concat([val, extra_val]), pd.concat([test, extra_test])
     return _assemble({"train": train, "val": val, "test": test})
 
 

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+from pathlib import Path
 
 from .. import io
 from ..config import Params
@@ -18,8 +19,13 @@ def prepare(params: Params) -> None:
         out.mkdir(parents=True, exist_ok=True)
         if d.source == "synthetic":
             s = d.synthetic
-            synthetic.generate(out / "synthetic", s.n_positive, s.n_negative, s.image_size, s.seed, workers=d.workers)
+            extra = s.eval_only
+            synthetic.generate(out / "synthetic", s.n_positive + extra.n_positive, s.n_negative + extra.n_negative,
+                               s.image_size, s.seed, workers=d.workers)
             index = sources.index_crack(out / "synthetic")
+            if extra.n_positive or extra.n_negative:  # images rendered past the counts serve val and test only
+                number = index["path"].map(lambda p: int(Path(p).stem))
+                index["eval_only"] = number >= index["label"].map({0: s.n_negative, 1: s.n_positive})
             index["path"] = index["path"].map(lambda p: os.path.relpath(p, out).replace(os.sep, "/"))
             index["path"] = str(PREPARED) + "/" + index["path"]
         elif d.source == "crack":
