@@ -10,7 +10,7 @@ ROOT = Path(__file__).resolve().parents[1]
 SRC = ROOT / "src" / "classprune"
 PLUMBING = {"cli", "config", "prune_config", "profiles", "paths", "device", "isa", "io", "errors", "constants",
             "scenarios", "dvc_atomic", "pipelines"}
-PACKAGES = {"lottery", "models", "evaluation", "reporting", "edge", "data", "baselines"}
+PACKAGES = {"lottery", "models", "evaluation", "reporting", "edge", "data", "baselines", "evidence"}
 
 
 def _modules() -> dict[str, Path]:

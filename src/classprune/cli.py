@@ -16,8 +16,7 @@ from collections.abc import Callable, Sequence
 
 from .errors import ClassPruneError
 
-# The one dispatch table of the pipeline's steps: name -> (one-line help, "module:function"). The function's
-# arguments beyond ``params`` become required CLI options (``k`` is ``--round``).
+# The pipeline's steps: name -> (help, "module:function"); arguments beyond ``params`` are CLI options (k: --round)
 STEPS: dict[str, tuple[str, str]] = {
     "prepare": ("index the dataset (or generate the synthetic one)", "data.steps:prepare"),
     "split": ("imbalanced, stratified train/val/test split", "data.steps:split"),
@@ -33,6 +32,7 @@ STEPS: dict[str, tuple[str, str]] = {
     "baseline": ("a comparison method (SNIP, L-OBS, MobileNet), 1 seed", "baselines.common:run_baseline"),
     "export": ("the chosen models as sparse + ONNX files for a device", "edge.export:export_selection"),
     "export_ch": ("a channel ticket compacted (Torch-Pruning) as ONNX fp32 + int8", "edge.compaction:export_channel"),
+    "verdicts": ("the declared claims tested on every network's rounds", "evidence.report:write_verdicts"),
 }
 
 

@@ -21,7 +21,7 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class EvalOnly(_Strict):
+class EvalOnly(_Strict):  # images for val and test only, rendered after the others: train stays as it is
     n_positive: int = Field(0, ge=0)
     n_negative: int = Field(0, ge=0)
 
@@ -31,8 +31,6 @@ class Synthetic(_Strict):
     n_negative: int = Field(3000, ge=1)
     image_size: int = Field(64, ge=16)
     seed: int = 0
-    # more images for val and test only (rendered after the others, never drawn for train): an FNR measured
-    # on more positives, with the training split unchanged
     eval_only: EvalOnly = EvalOnly()
 
 
@@ -69,8 +67,7 @@ class Data(_Strict):
 
 
 class ModelCfg(_Strict):
-    # the network (classprune.models.registry): alexnet (the paper's) | resnet18 | mobilenet_v2
-    arch: str = "alexnet"
+    arch: str = "alexnet"  # the network (classprune.models.registry): alexnet | resnet18 | mobilenet_v2
     head: list[int] = Field([8, 8], min_length=2, max_length=2)  # widths of the small head's hidden layers
     # source: features pretrained on the synthetic source task (the pretrain stage) + a seeded fresh head
     pretrained: Literal["source", "none", "imagenet"] = "source"
@@ -92,9 +89,7 @@ class ModelCfg(_Strict):
         return v
 
 
-class Pretrain(_Strict):
-    """Source-task pretraining of W0's features (used when model.pretrained is source)."""
-
+class Pretrain(_Strict):  # source-task pretraining of W0's features (used when model.pretrained is source)
     steps: int = Field(1500, ge=1)
     batch_size: int = Field(32, ge=2)
     lr: float = Field(0.02, gt=0)
@@ -118,8 +113,7 @@ class Train(_Strict):
     threads: int = Field(1, ge=0)  # 0: torch's default
     loader_workers: int = Field(1, ge=0)  # processes for training augmentation (per-image transforms)
     margin: float = Field(1.0, gt=0)
-    # Kernels' instruction set, pinned before torch starts (classprune.isa): avx2 gives the same bits on
-    # AVX-512 and AVX2 machines; native is faster on AVX-512 machines but their bits differ.
+    # kernels' instruction set, pinned before torch starts (classprune.isa): avx2 equal bits on AVX-512 and AVX2
     cpu_isa: Literal["native", "avx2"] = "avx2"
     # auto: cuda when torch sees a GPU, else cpu; cuda without a GPU is an error at the stage (device.py)
     device: str = "auto"
@@ -138,9 +132,7 @@ class Train(_Strict):
         return v
 
 
-class Evaluate(_Strict):
-    """Evaluation only: changing it reruns the evaluate stages, never training."""
-
+class Evaluate(_Strict):  # evaluation only: changing it reruns the evaluate stages, never training
     batch_size: int = Field(256, ge=1)
     target_fnr: float = Field(0.05, ge=0, lt=1)  # operating point: highest threshold with val FNR <= this
     fnr_confidence: float = Field(0.95, gt=0, lt=1)  # one-sided exact binomial upper bounds on FNR

@@ -1,0 +1,86 @@
+"""The `verdicts` stage: reports/evidence/verdicts.csv and verdicts.md from the declared claims and the rounds."""
+from __future__ import annotations
+
+import math
+
+import pandas as pd
+
+from .. import io
+from ..config import Params
+from . import claims
+from .verdicts import KEYS, POWER, VERDICTS_CSV, VERDICTS_MD, table
+
+BITS = ("avx2", "native")
+
+
+def write_verdicts(params: Params) -> dict:
+    """Test every claim of hypotheses.yaml on every network's committed rounds; write the table and its page."""
+    hyp = claims.load(claims.HYPOTHESES)
+    power = pd.read_csv(POWER) if POWER.is_file() else None
+    df = table(hyp, power)
+    with io.atomic_path(VERDICTS_CSV) as tmp:
+        df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
+    with io.atomic_path(VERDICTS_MD) as tmp:
+        tmp.write_text(markdown(df, hyp))
+    return {"rows": len(df), "verdicts": df["verdict"].value_counts().to_dict() if len(df) else {}}
+
+
+def _num(x: float, digits: int = 3, signed: bool = True) -> str:
+    if x is None or (isinstance(x, float) and math.isnan(x)):
+        return "n/a"
+    return f"{x:+.{digits}f}" if signed else f"{x:.{digits}f}"
+
+
+def _cell(r) -> str:
+    """effect [BCa CI], median, P(a better) [CI], collapses a/b, Holm p, verdict of one row."""
+    ci = f"[{_num(r.ci_low)}, {_num(r.ci_high)}]"
+    poi = f"{_num(r.p_improvement, 2, False)} [{_num(r.p_improvement_low, 2, False)}, {_num(r.p_improvement_high, 2, False)}]"
+    need = "" if r.verdict != "underpowered" else f" (needs {int(r.seeds_needed)})" if math.isfinite(r.seeds_needed) else ""
+    return (f"{_num(r.effect)} {ci} | {_num(r.median)} | {poi} | {r.collapsed_a}/{r.collapsed_b} of {r.n_seeds} | "
+            f"{r.p_adjusted:.3g} | **{r.verdict}**{need}")
+
+
+def agreement(df: pd.DataFrame) -> pd.DataFrame:
+    """Per claim cell, the verdict under each bit set and whether they agree (cells run under one set: n/a)."""
+    wide = df.pivot_table(index=KEYS, columns="bits", values="verdict", aggfunc="first")
+    present = [b for b in BITS if b in wide.columns]
+    wide["agree"] = wide[present].nunique(axis=1).eq(1) if len(present) > 1 else pd.NA
+    return wide.reset_index()
+
+
+def markdown(df: pd.DataFrame, hyp: claims.Hypotheses) -> str:
+    lines = ["# Verdicts of the declared claims", "",
+             "Every claim of `reports/evidence/hypotheses.yaml` (declared before the evidence run), tested on the "
+             f"{hyp.split} split, paired by seed. Effect: mean of a - b over seeds with its BCa {hyp.confidence:.0%} "
+             "interval; the median beside it (collapsed seeds make the differences bimodal); P(a better): the "
+             "probability that a run of a beats a run of b, with a stratified bootstrap interval; collapsed: seeds "
+             "whose model is a constant predictor, in a and in b; p: the claim's test, Holm-adjusted over the "
+             f"family's levels; verdicts at alpha {hyp.alpha}. Made by the `verdicts` stage.", ""]
+    if df.empty:
+        return "\n".join(lines + ["No rounds to test yet.", ""])
+    lines += ["## Agreement between bit sets", "",
+              "| claim | network | granularity | scenario | levels | " + " | ".join(BITS) + " | agree |",
+              "|---|---|---|---|---|" + "---|" * len(BITS) + "---|"]
+    wide = agreement(df)
+    for key, g in wide.groupby(KEYS[:4], sort=False):
+        counts = []
+        for bits in BITS:
+            if bits not in g or g[bits].isna().all():
+                counts.append("not run")
+                continue
+            tally = g[bits].value_counts()
+            counts.append(", ".join(f"{n} {v}" for v, n in tally.items()))
+        agree = "n/a" if g["agree"].isna().all() else ("yes" if g["agree"].all() else f"no ({int((~g['agree'].astype(bool)).sum())} levels)")
+        lines.append(f"| {' | '.join(map(str, key))} | {len(g)} | {' | '.join(counts)} | {agree} |")
+    lines.append("")
+    says = {c.id: c.says for c in hyp.claims}
+    for claim_id, g in df.groupby("claim", sort=False):
+        lines += [f"## {claim_id}", "", f"*{says[claim_id]}*", "",
+                  "| network | granularity | scenario | level | remaining | bits | effect [CI] | median | "
+                  "P(a better) [CI] | collapsed a/b | p (Holm) | verdict |",
+                  "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+        for r in g.itertuples():
+            lines.append(f"| {r.network} | {r.granularity} | {r.scenario} | {r.level} | {r.remaining:.4f} | "
+                         f"{r.bits} | {_cell(r)} |")
+        lines.append("")
+    return "\n".join(lines)

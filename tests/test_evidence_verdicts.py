@@ -1,0 +1,114 @@
+"""Declared claims to verdicts: the arms each claim compares, Holm within a family, the verdict rules, and a
+hypotheses file that says something wrong stopping with one line."""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+
+from classprune.errors import ConfigError
+from classprune.evidence import claims, power, verdicts
+
+ROWS = ["method", "seed", "round", "split", "remaining", "auc", "fnr", "constant", "score_constant"]
+
+
+def _rounds(n_seeds: int, black_fnr: float, red_fnr: float, red_collapses: int = 0, rng_seed: int = 0) -> pd.DataFrame:
+    """Rounds of black and red (weight tickets, 3 levels): FNR around the given means, red constant in the
+    first ``red_collapses`` seeds (FNR 1, AUC 0.5)."""
+    rng = np.random.default_rng(rng_seed)
+    rows = []
+    for seed in range(n_seeds):
+        for k in (1, 2, 3):
+            for method, fnr in (("black", black_fnr), ("red", red_fnr)):
+                collapsed = method == "red" and seed < red_collapses
+                f = 1.0 if collapsed else float(np.clip(fnr + rng.normal(0, 0.03), 0, 1))
+                auc = 0.5 if collapsed else 0.96 + rng.normal(0, 0.002)
+                rows.append([method, seed, k, "test", 0.5 ** (k - 1), auc, f, collapsed, False])
+    return pd.DataFrame(rows, columns=ROWS)
+
+
+def _hypotheses(tmp_path, rounds: pd.DataFrame, claims_list: list[dict]) -> claims.Hypotheses:
+    rounds.to_csv(tmp_path / "rounds.csv", index=False)
+    doc = {"alpha": 0.05, "confidence": 0.95, "split": "test", "power": 0.8,
+           "networks": {"alexnet": {"avx2": "rounds.csv", "pilot": "rounds.csv"}}, "claims": claims_list}
+    (tmp_path / "h.yaml").write_text(yaml.safe_dump(doc))
+    return claims.load(tmp_path / "h.yaml")
+
+
+FNR_CLAIM = {"id": "fnr", "says": "black's FNR below red's", "kind": "direction", "metric": "fnr", "a": "black",
+             "b": "red", "alternative": "less", "granularities": ["weight"], "levels": [2, 3]}
+NOLOSS = {"id": "noloss", "says": "no AUC loss", "kind": "noninferiority", "metric": "auc", "a": "level",
+          "b": "dense", "margin": 0.01, "scenarios": ["black"], "granularities": ["weight"], "levels": [2, 3]}
+
+
+def test_a_clear_effect_over_enough_seeds_is_supported_and_holm_adjusts_within_the_family(tmp_path):
+    hyp = _hypotheses(tmp_path, _rounds(12, 0.1, 0.3, red_collapses=2), [FNR_CLAIM, NOLOSS])
+    df = verdicts.table(hyp, root=tmp_path)
+    fnr = df[df["claim"] == "fnr"]
+    assert fnr["verdict"].tolist() == ["supported", "supported"]
+    assert (fnr["n_seeds"] == 12).all() and (fnr["collapsed_b"] == 2).all() and (fnr["collapsed_a"] == 0).all()
+    assert fnr["p_adjusted"].min() == pytest.approx(2 * fnr["p"].min())   # Holm over the family's 2 levels
+    # the effect is mean(black - red); the median sits apart from it where collapsed seeds pull the mean
+    assert (fnr["effect"] < fnr["median"]).all() and (fnr["ci_high"] < 0).all()
+    assert (fnr["p_improvement"] > 0.9).all()
+    assert df.loc[df["claim"] == "noloss", "verdict"].eq("supported").all()
+
+
+def test_no_effect_with_the_seeds_power_asks_for_is_not_supported_and_with_fewer_underpowered(tmp_path):
+    hyp = _hypotheses(tmp_path, _rounds(6, 0.2, 0.2), [FNR_CLAIM])
+    df = verdicts.table(hyp, root=tmp_path)
+    assert df["verdict"].eq("not supported").all()          # no power table: nothing to say it is too few
+    need = df[verdicts.KEYS].assign(seeds_needed=[20.0, float("inf")])
+    df = verdicts.table(hyp, power=need, root=tmp_path)
+    assert df["verdict"].tolist() == ["underpowered", "not supported"]
+    text = verdicts_md(df, hyp)
+    assert "**underpowered** (needs 20)" in text
+
+
+def verdicts_md(df, hyp):
+    from classprune.evidence.report import markdown
+
+    return markdown(df, hyp)
+
+
+def test_five_one_sign_seeds_do_not_carry_a_claim_over_six_levels(tmp_path):
+    """Issue 41's point: 5 of 5 seeds of one sign give p = 1/32 one-sided; over a family of levels, Holm
+    lifts it above 0.05 for all but the smallest."""
+    claim = dict(FNR_CLAIM, levels=[1, 2, 3])
+    hyp = _hypotheses(tmp_path, _rounds(5, 0.1, 0.5), [claim])
+    df = verdicts.table(hyp, root=tmp_path)
+    assert df["p"].tolist() == pytest.approx([1 / 32] * 3)
+    assert df["p_adjusted"].tolist() == pytest.approx([3 / 32] * 3)
+    assert df["verdict"].eq("not supported").all()
+
+
+def test_power_asks_for_more_seeds_when_the_pilot_is_noisier(tmp_path):
+    clear = _hypotheses(tmp_path, _rounds(5, 0.1, 0.3), [FNR_CLAIM])
+    noisy = claims.paired(_rounds(5, 0.25, 0.3, rng_seed=3), "test", "fnr", ("black", 2), ("red", 2))
+    need_clear, _ = power.seeds_needed(clear.claims[0], claims.paired(_rounds(5, 0.1, 0.3), "test", "fnr",
+                                                                     ("black", 2), ("red", 2)), 0.025, 0.8)
+    need_noisy, _ = power.seeds_needed(clear.claims[0], noisy, 0.025, 0.8)
+    assert 5 <= need_clear < need_noisy
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"a": "ticket", "b": "red"}, "arms ticket vs red"),
+    ({"alternative": None}, "take an alternative"),
+    ({"margin": 0.01}, "take a margin, the others none"),
+    ({"scenarios": ["black"]}, "scenarios are for"),
+    ({"metric": "loss"}, "claims.0.metric"),
+])
+def test_a_wrong_claim_is_one_line(tmp_path, change, message):
+    claim = {k: v for k, v in {**FNR_CLAIM, **change}.items() if v is not None}
+    with pytest.raises(ConfigError, match=message) as err:
+        _hypotheses(tmp_path, _rounds(3, 0.1, 0.2), [claim])
+    assert "\n" not in str(err.value)
+
+
+def test_the_committed_hypotheses_load_and_every_claim_has_families():
+    hyp = claims.load(claims.HYPOTHESES)
+    assert {c.id for c in hyp.claims} >= {"fnr_black_below_red", "auc_black_noninferior_red", "auc_no_loss_vs_dense",
+                                          "auc_equivalent_to_dense", "channel_ticket_beats_reinit",
+                                          "collapse_black_below_red"}
+    assert all(c.families() for c in hyp.claims)
