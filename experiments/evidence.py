@@ -3,7 +3,8 @@
     python experiments/evidence.py collect CLONE --bits avx2      # or native
 
 Writes ``reports/evidence/runs/<bits>/``: ``rounds.csv`` (the report stage's own loader over the seeds whose
-every result file exists, so a run cut short is collected seed by seed), the clone's ``params.yaml``, and
+result files exist: weight chains and channel chains each by their own seeds, so a run cut short is collected
+seed by seed), the clone's ``params.yaml``, and
 ``provenance.json`` (the clone's commit, the CPU model, cores and torch's kernels under its cpu_isa, the seeds).
 The `verdicts` stage (dvc.yaml) reads them. The seeds a collection holds are the seeds that finished, never a
 choice: a seed is left out only while a result file of it is missing.
@@ -11,6 +12,7 @@ choice: a seed is left out only while a result file of it is missing.
 from __future__ import annotations
 
 import argparse
+import hashlib
 import json
 import os
 import platform
@@ -22,6 +24,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
+import pandas as pd  # noqa: E402
+import yaml  # noqa: E402
+
 from classprune import io  # noqa: E402
 from classprune.config import load_params  # noqa: E402
 from classprune.isa import PIN_ENV  # noqa: E402
@@ -31,14 +36,45 @@ from classprune.reporting.report import load_results  # noqa: E402
 RUNS = ROOT / "reports" / "evidence" / "runs"
 
 
-def finished_seeds(params, clone: Path) -> list[int]:
-    """Seeds of run.seeds whose every declared result file (every chain's evaluate) exists in the clone."""
-    done = []
-    for seed in params.run.seeds:
-        one = params.model_copy(update={"run": params.run.model_copy(update={"seeds": [seed]})})
-        if all((clone / rel).is_file() for rel in declared_results(one)):
-            done.append(seed)
-    return done
+def _with(params, **run):
+    return params.model_copy(update={"run": params.run.model_copy(update=run)})
+
+
+def _written_here(clone: Path, seed: int, rel: Path) -> bool:
+    """The result file is the one the seed's lock recorded, from a stage that read this clone's data cache (a
+    results file committed from another run, with another split, is not)."""
+    path = clone / rel
+    if not path.is_file():
+        return False
+    cache_md5 = next(o["md5"] for o in yaml.safe_load((clone / "dvc.lock").read_text())["stages"]["cache"]["outs"])
+    lock = clone / "pipelines" / f"seed_{seed}" / "dvc.lock"
+    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values() if lock.is_file() else ():
+        for out in stage.get("outs", []):
+            if out["path"] == str(rel):
+                deps = {d["path"]: d.get("md5") for d in stage.get("deps", [])}
+                return out["md5"] == hashlib.md5(path.read_bytes()).hexdigest() and deps.get("data/cache") == cache_md5
+    return False
+
+
+def finished(params, clone: Path) -> dict[str, list[int]]:
+    """{"weight": seeds whose weight chains have every result file, "channel": seeds whose channel tickets and
+    reinit controls have theirs}: the seeds a collection holds, per granularity."""
+    def done(seed: int, **run) -> bool:
+        return all(_written_here(clone, seed, rel) for rel in declared_results(_with(params, seeds=[seed], **run)))
+
+    return {"weight": [s for s in params.run.seeds if done(s, channel_scenarios=[])],
+            "channel": [s for s in params.run.seeds if done(s)]}
+
+
+def load(params, clone: Path, seeds: dict[str, list[int]]) -> pd.DataFrame:
+    """The report stage's own rows: the weight chains of seeds["weight"], every chain of seeds["channel"]."""
+    frames = []
+    if seeds["weight"]:
+        frames.append(load_results(_with(params, seeds=seeds["weight"], channel_scenarios=[]), clone))
+    if seeds["channel"]:
+        frames.append(load_results(_with(params, seeds=seeds["channel"]), clone))
+    df = pd.concat(frames, ignore_index=True).drop_duplicates(["method", "seed", "round", "split"])
+    return df.sort_values(["method", "seed", "round", "split"]).reset_index(drop=True)
 
 
 def cpu() -> dict:
@@ -57,21 +93,20 @@ def collect(clone: Path, bits: str) -> Path:
         raise SystemExit(f"error: {clone}/params.yaml is profile {params.profile!r}, not evidence")
     if params.train.cpu_isa != bits:
         raise SystemExit(f"error: {clone} ran train.cpu_isa {params.train.cpu_isa!r}, not {bits!r}")
-    seeds = finished_seeds(params, clone)
-    if not seeds:
-        raise SystemExit(f"error: no seed of {clone} has all its result files yet")
-    done = params.model_copy(update={"run": params.run.model_copy(update={"seeds": seeds})})
-    df = load_results(done, clone)
+    seeds = finished(params, clone)
+    if not seeds["weight"]:
+        raise SystemExit(f"error: no seed of {clone} has its weight chains' result files yet")
+    df = load(params, clone, seeds)
     out = RUNS / bits
     out.mkdir(parents=True, exist_ok=True)
     with io.atomic_path(out / "rounds.csv") as tmp:
-        df.sort_values(["method", "seed", "round", "split"]).to_csv(tmp, index=False, lineterminator="\n")
+        df.to_csv(tmp, index=False, lineterminator="\n")
     shutil.copyfile(clone / "params.yaml", out / "params.yaml")
     commit = subprocess.run(["git", "-C", str(clone), "rev-parse", "HEAD"], capture_output=True, text=True).stdout.strip()
     capability = subprocess.run([sys.executable, "-c", "import torch; print(torch.backends.cpu.get_cpu_capability())"],
                                 capture_output=True, text=True, env={**os.environ, **PIN_ENV.get(bits, {})}).stdout.strip()
     io.write_json(out / "provenance.json", {"commit": commit, "cpu_isa": bits, "torch_kernels": capability,
-                                            **cpu(), "seeds": seeds, "n_seeds": len(seeds),
+                                            **cpu(), "seeds": seeds, "n_seeds": {k: len(v) for k, v in seeds.items()},
                                             "declared_seeds": params.run.seeds})
     return out
 

@@ -28,6 +28,8 @@ def test_sign_flip_hand_checked():
     # five seeds of one sign (issue 41's AlexNet FNR): the smallest one-sided p there is, 1/32
     assert stats.sign_flip_test([-0.8, -0.1, -0.05, -0.2, -0.01], "less") == pytest.approx(1 / 32)
     assert stats.sign_flip_test([-0.8, -0.1, -0.05, -0.2, -0.01], "greater") == pytest.approx(1.0)
+    # one seed: two patterns, so p is 1/2 at best
+    assert stats.sign_flip_test([0.3], "greater") == 0.5 and stats.sign_flip_test([0.3], "less") == 1.0
 
 
 @pytest.mark.parametrize("alternative", ["less", "greater"])

@@ -112,3 +112,56 @@ def test_the_committed_hypotheses_load_and_every_claim_has_families():
                                           "auc_equivalent_to_dense", "channel_ticket_beats_reinit",
                                           "collapse_black_below_red"}
     assert all(c.families() for c in hyp.claims)
+
+
+def test_the_verdicts_stage_lists_the_code_it_loads_and_writes_both_files(tmp_path):
+    """The `verdicts` stage (reports/evidence/dvc.yaml) run as DVC runs it, on a small hypotheses file: every
+    project module it loads is a dep (or plumbing), and every evidence module it lists is one it loads."""
+    import json
+    import os
+    import shutil
+    import subprocess
+    import sys
+
+    from test_dvc_pipeline import PLUMBING
+
+    root = claims.HYPOTHESES.resolve().parents[2]
+    (tmp_path / "stages").mkdir()
+    shutil.copy(root / "stages" / "verdicts.py", tmp_path / "stages")
+    shutil.copy(root / "params.yaml", tmp_path)
+    (tmp_path / "reports" / "evidence").mkdir(parents=True)
+    hyp = _hypotheses(tmp_path / "reports" / "evidence", _rounds(4, 0.1, 0.3), [FNR_CLAIM, NOLOSS])
+    assert hyp.claims
+    text = (tmp_path / "reports" / "evidence" / "h.yaml").read_text().replace("rounds.csv", "reports/evidence/rounds.csv")
+    (tmp_path / "reports" / "evidence" / "hypotheses.yaml").write_text(text)
+    log = tmp_path / "modules.jsonl"
+    subprocess.run([sys.executable, "stages/verdicts.py"], cwd=tmp_path, check=True, capture_output=True,
+                   env={**os.environ, "CLASSPRUNE_MODULES_LOG": str(log)})
+    assert (tmp_path / "reports" / "evidence" / "verdicts.csv").is_file()
+    assert "## fnr" in (tmp_path / "reports" / "evidence" / "verdicts.md").read_text()
+    stage = yaml.safe_load((root / "reports" / "evidence" / "dvc.yaml").read_text())["stages"]["verdicts"]
+    deps = set(stage["deps"])
+    loaded = set(json.loads(log.read_text().splitlines()[0])["files"])
+    plumbing = PLUMBING | {"src/classprune/evidence/__init__.py"}
+    assert loaded - deps - plumbing == set()
+    assert {d for d in deps if d.startswith("src/")} - loaded == set()
+
+
+def test_the_readme_carries_the_headline_table_the_verdicts_stage_wrote():
+    from classprune.evidence.report import HEADLINE_MD
+
+    root = claims.HYPOTHESES.resolve().parents[2]
+    text = (root / "README.md").read_text()
+    block = text[text.index("<!-- headline:start -->\n") + len("<!-- headline:start -->\n"):text.index("<!-- headline:end -->")]
+    assert block == (root / HEADLINE_MD).read_text()
+
+
+def test_the_committed_verdicts_are_those_of_the_committed_rounds():
+    """`dvc status` of the verdicts stage: the table was made from the hypotheses, power analysis, code and
+    rounds as committed (a rounds file collected without rerunning the stage fails here)."""
+    import subprocess
+
+    root = claims.HYPOTHESES.resolve().parents[2]
+    out = subprocess.run(["dvc", "status", "reports/evidence/dvc.yaml"], cwd=root, capture_output=True, text=True)
+    assert out.returncode == 0, out.stderr
+    assert "up to date" in out.stdout, out.stdout

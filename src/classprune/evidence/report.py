@@ -8,7 +8,10 @@ import pandas as pd
 from .. import io
 from ..config import Params
 from . import claims
-from .verdicts import KEYS, POWER, VERDICTS_CSV, VERDICTS_MD, table
+from .verdicts import EVIDENCE, KEYS, POWER, VERDICTS_CSV, VERDICTS_MD, table
+
+HEADLINE_MD = EVIDENCE / "headline.md"
+HEADLINE_NETWORK = "alexnet"
 
 BITS = ("avx2", "native")
 
@@ -22,6 +25,8 @@ def write_verdicts(params: Params) -> dict:
         df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     with io.atomic_path(VERDICTS_MD) as tmp:
         tmp.write_text(markdown(df, hyp))
+    with io.atomic_path(HEADLINE_MD) as tmp:
+        tmp.write_text(headline(df, hyp))
     return {"rows": len(df), "verdicts": df["verdict"].value_counts().to_dict() if len(df) else {}}
 
 
@@ -61,7 +66,8 @@ def markdown(df: pd.DataFrame, hyp: claims.Hypotheses) -> str:
     lines += ["## Agreement between bit sets", "",
               "| claim | network | granularity | scenario | levels | " + " | ".join(BITS) + " | agree |",
               "|---|---|---|---|---|" + "---|" * len(BITS) + "---|"]
-    wide = agreement(df)
+    order = {c.id: i for i, c in enumerate(hyp.claims)}
+    wide = agreement(df).sort_values("claim", key=lambda c: c.map(order), kind="stable")
     for key, g in wide.groupby(KEYS[:4], sort=False):
         counts = []
         for bits in BITS:
@@ -84,3 +90,37 @@ def markdown(df: pd.DataFrame, hyp: claims.Hypotheses) -> str:
                          f"{r.bits} | {_cell(r)} |")
         lines.append("")
     return "\n".join(lines)
+
+
+def _tally(g: pd.DataFrame) -> str:
+    """'supported at 5 of 6 levels (underpowered 1)': the verdicts of one family's levels."""
+    counts = g["verdict"].value_counts()
+    top = next((v for v in ("supported", "equivalent") if v in counts), None)
+    rest = ", ".join(f"{v} {n}" for v, n in counts.items() if v != top)
+    head = f"{top} at {counts[top]} of {len(g)} levels" if top else f"none of {len(g)} levels"
+    return head + (f" ({rest})" if rest and top else f": {rest}" if rest else "")
+
+
+def headline(df: pd.DataFrame, hyp: claims.Hypotheses, network: str = HEADLINE_NETWORK) -> str:
+    """The front page's table: per claim and family of the evidence network, the seeds, the median effect's
+    range over levels and the verdicts under each bit set (the README carries it verbatim; a test checks)."""
+    sub = df[df["network"] == network] if len(df) else df
+    lines = ["| claim | granularity | arms | seeds | median effect over levels | " + " | ".join(BITS) + " |",
+             "|---|---|---|---|---|" + "---|" * len(BITS)]
+    if sub.empty:
+        return "\n".join(lines) + "\n"
+    says = {c.id: c.says for c in hyp.claims}
+    for claim in hyp.claims:
+        for (granularity, scenario), g in sub[sub["claim"] == claim.id].groupby(["granularity", "scenario"], sort=False):
+            cells, seeds = [], []
+            for bits in BITS:
+                b = g[g["bits"] == bits]
+                cells.append(_tally(b) if len(b) else "not run")
+                if len(b):
+                    seeds.append(f"{int(b['n_seeds'].min())}" if b["n_seeds"].nunique() == 1
+                                 else f"{int(b['n_seeds'].min())}-{int(b['n_seeds'].max())}")
+            first = g[g["bits"] == g["bits"].iloc[0]]
+            effect = f"{_num(first['median'].min())} to {_num(first['median'].max())}"
+            lines.append(f"| {says[claim.id]} | {granularity} | {scenario} | {' / '.join(seeds)} | {effect} | "
+                         + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"

@@ -31,11 +31,23 @@ def sign_flip_test(d, alternative: Alternative, shift: float = 0.0, n_resamples:
     Vectorized: ``d`` of shape (..., n) gives p of shape (...)."""
     d = np.asarray(d, dtype=float) - shift
     n = d.shape[-1]
+    if n < 2:  # one seed: its two sign patterns, which scipy does not take
+        return _one_seed(d[..., 0] if n else np.zeros(d.shape[:-1]), alternative)
     n_resamples = n_resamples or 2 ** EXACT_UP_TO
     res = stats.permutation_test((d,), _mean, permutation_type="samples", alternative=alternative,
                                  n_resamples=n_resamples, vectorized=True, axis=-1, random_state=SEED,
                                  batch=max(1, 2 ** 20 // max(n, 1)))
     return np.asarray(res.pvalue)
+
+
+def _one_seed(x: np.ndarray, alternative: Alternative) -> np.ndarray:
+    """p over the patterns +|x| and -|x| (no seed at all: p = 1)."""
+    up, down = np.abs(x), -np.abs(x)
+    if alternative == "greater":
+        return np.asarray(((up >= x) * 0.5 + (down >= x) * 0.5))
+    if alternative == "less":
+        return np.asarray(((up <= x) * 0.5 + (down <= x) * 0.5))
+    return np.ones_like(x)
 
 
 def noninferiority_test(d, margin: float) -> float:
