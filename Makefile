@@ -11,7 +11,7 @@ export PREFECT_SERVER_ANALYTICS_ENABLED := false
 export DO_NOT_TRACK := 1
 PYTEST_ARGS ?=
 
-.PHONY: install repro test bench ui clean-outputs browser-deps
+.PHONY: install repro test bench ui docs clean-outputs browser-deps
 
 # The step before `touch` puts classprune_dvc_atomic.pth into the venv: every `dvc` of this venv then writes
 # dvc.lock atomically (temp file + os.replace) instead of in place, which a kill -9 during the dump left empty
@@ -53,6 +53,11 @@ test: $(STAMP)
 .PHONY: test-fast
 test-fast: $(STAMP)
 	source $(BIN)/activate && python -m pytest $(XDIST) -m "not slow" $(PYTEST_ARGS)
+
+## Serve the documentation site (docs/, MkDocs Material) on http://127.0.0.1:8000; `mkdocs build --strict`
+## (run by the tests) writes it to site/.
+docs: $(STAMP)
+	source $(BIN)/activate && NO_MKDOCS_2_WARNING=1 mkdocs serve --dev-addr 127.0.0.1:8000
 
 ## Start the Prefect UI/API on 127.0.0.1:4200 (state in .prefect/); flows find it via PREFECT_API_URL.
 ui: $(STAMP)

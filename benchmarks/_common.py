@@ -118,6 +118,14 @@ def machine_line(m: Mapping[str, Any]) -> str:
             f"load average at start {m['load_average_at_start']}")
 
 
+def write_markdown(report: Mapping[str, Any], path: Path) -> None:
+    """A result file's table with when, by which command and on what machine it was measured: the docs
+    include this file, so the numbers they show are the file's."""
+    took = f" ({report['seconds']:.0f} s)" if report.get("seconds") else ""
+    path.write_text(f"Measured {report['created']} by `{report['command']}`{took} on "
+                    f"{machine_line(report['machine'])}.\n\n{report['table_markdown'].rstrip()}\n")
+
+
 def print_result(result: Mapping[str, Any]) -> None:
     """Standalone output of one benchmark script."""
     for line in result.get("notes", []):

@@ -56,7 +56,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import ROOT, machine, machine_line, markdown_table, median, row  # noqa: E402
+from _common import ROOT, machine, machine_line, markdown_table, median, row, write_markdown  # noqa: E402
 
 OLD_COMMIT = "11e35d5"          # the last commit with one dvc.yaml (matrices over run.seeds) and one dvc.lock
 SEEDS = (1, 5, 10, 20)
@@ -558,9 +558,11 @@ def run(seeds: tuple[int, ...] = SEEDS, reps: int = 3, stages: tuple[str, ...] =
     if out is not None:
         from classprune.io import write_json
 
-        write_json(out, {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-                         "command": " ".join(["python", *sys.argv]),
-                         "machine": machine(), **result, "table_markdown": markdown_table(rows)})
+        report = {"created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                  "command": " ".join(["python", *sys.argv]),
+                  "machine": machine(), **result, "table_markdown": markdown_table(rows)}
+        write_json(out, report)
+        write_markdown(report, Path(out).with_suffix(".md"))
     return result
 
 

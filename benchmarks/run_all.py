@@ -30,7 +30,7 @@ import bench_pipeline  # noqa: E402
 import bench_prune  # noqa: E402
 import bench_step  # noqa: E402
 import bench_trainlog  # noqa: E402
-from _common import ROOT, machine, machine_line, markdown_table, set_threads  # noqa: E402
+from _common import ROOT, machine, machine_line, markdown_table, set_threads, write_markdown  # noqa: E402
 
 from classprune.io import write_json  # noqa: E402
 
@@ -87,6 +87,7 @@ def main(argv=None) -> int:
         "benchmarks": {res["name"]: {k: v for k, v in res.items() if k != "rows"} for res in results},
     }
     write_json(a.out, report)
+    write_markdown(report, Path(a.out).with_suffix(".md"))
 
     for res in results:
         for line in res["notes"]:

@@ -1,6 +1,8 @@
 """Collect an evidence run (a clone where `classprune profile evidence --write` ran) into reports/evidence/runs/.
 
     python experiments/evidence.py collect CLONE --bits avx2      # or native
+    dvc repro reports/evidence/dvc.yaml                            # the verdicts
+    python experiments/evidence.py readme                          # the README's headline block from them
 
 Writes ``reports/evidence/runs/<bits>/``: ``rounds.csv`` (the report stage's own loader over the seeds whose
 result files exist: weight chains and channel chains each by their own seeds, so a run cut short is collected
@@ -111,13 +113,24 @@ def collect(clone: Path, bits: str) -> Path:
     return out
 
 
+def readme(path: Path = ROOT / "README.md") -> None:
+    """Put reports/evidence/headline.md (the verdicts stage's) between the README's headline markers."""
+    start, end = "<!-- headline:start -->\n", "<!-- headline:end -->"
+    text = path.read_text()
+    a, b = text.index(start) + len(start), text.index(end)
+    path.write_text(text[:a] + (ROOT / "reports" / "evidence" / "headline.md").read_text() + text[b:])
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     sub = p.add_subparsers(dest="cmd", required=True)
     c = sub.add_parser("collect", help="copy a clone's finished seeds into reports/evidence/runs/<bits>/")
     c.add_argument("clone", type=Path)
     c.add_argument("--bits", choices=("avx2", "native"), required=True)
+    sub.add_parser("readme", help="the README's headline table from reports/evidence/headline.md")
     a = p.parse_args()
+    if a.cmd == "readme":
+        return readme()
     out = collect(a.clone.resolve(), a.bits)
     print(json.dumps(json.loads((out / "provenance.json").read_text()), indent=1))
 

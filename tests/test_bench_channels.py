@@ -1,6 +1,6 @@
 """benchmarks/bench_channels.py: what its latency table stands for, and the frontier it draws.
 
-The README quotes one latency per channel level for every seed, because with the layerwise scope each layer
+reports/channel_latency.csv holds one latency per channel level for every seed, because with the layerwise scope each layer
 keeps its share of its live channels whatever the weights: checked here on two different networks. The
 frontier puts weight tickets at the dense file's latency and channel tickets at their level's."""
 import importlib.util

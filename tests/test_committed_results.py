@@ -101,7 +101,7 @@ def _same_params_as_the_profile(arch: str, committed: Path, tmp_path: Path) -> N
 
 
 def test_the_per_network_table_is_made_from_the_committed_reports(tmp_path):
-    """reports/archs/table.md, which the README quotes, is what experiments/arch_table.py makes from the committed
+    """reports/archs/table.md, which the Results page includes, is what experiments/arch_table.py makes from the committed
     reports, and each network's copy says which profile, commit and params produced it, with every stage done."""
     sys.path.insert(0, str(ROOT / "experiments"))
     import arch_table

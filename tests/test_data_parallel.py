@@ -49,7 +49,7 @@ def test_resolve_workers():
 # Peak RSS bound of the cache. 4000 images of 224 px are 602 MB of uint8; building their cache may grow the
 # process by at most 150 MB (measured: 40 MiB: one chunk of 256 decoded images mapped, 38 MB, plus the
 # decoder). It runs in one process (workers=1) so that ru_maxrss sees all of it: decoding workers run the same
-# chunk function, so each of them is bounded the same way (measured at paper scale: README "Paper scale").
+# chunk function, so each of them is bounded the same way (measured at paper scale: benchmarks/bench_paper_data.py).
 N_IMAGES, GROWTH_MB = 4000, 150
 
 

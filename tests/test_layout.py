@@ -1,5 +1,5 @@
 """The package is laid out by concept: plumbing at the top, the algorithm in concept packages, no module
-reaching into another package's private names, and the README's code-layout table naming every module."""
+reaching into another package's private names, and the architecture page's code-layout table naming every module."""
 from __future__ import annotations
 
 import ast
@@ -69,8 +69,8 @@ def test_config_is_a_leaf():
         assert not re.search(r"^\s*(import|from) torch", text, re.M), leaf
 
 
-def test_the_readmes_code_layout_table_names_every_module():
-    text = (ROOT / "README.md").read_text()
+def test_the_architecture_pages_code_layout_table_names_every_module():
+    text = (ROOT / "docs" / "architecture.md").read_text()
     table = text[text.index("## Code layout"):]
     table = table[: table.index("\n\n`tests/")]
     cells = set(re.findall(r"`([\w/.]+)`", table))
@@ -83,4 +83,4 @@ def test_the_readmes_code_layout_table_names_every_module():
             ok = "/".join(parts) in cells
         if not ok:
             missing.append(name)
-    assert not missing, f"modules the README's code layout table does not name: {missing}"
+    assert not missing, f"modules docs/architecture.md's code layout table does not name: {missing}"

@@ -41,7 +41,7 @@ def _cell(r) -> str:
     ci = f"[{_num(r.ci_low)}, {_num(r.ci_high)}]"
     poi = f"{_num(r.p_improvement, 2, False)} [{_num(r.p_improvement_low, 2, False)}, {_num(r.p_improvement_high, 2, False)}]"
     need = "" if r.verdict != "underpowered" else f" (needs {int(r.seeds_needed)})" if math.isfinite(r.seeds_needed) else ""
-    return (f"{_num(r.effect)} {ci} | {_num(r.median)} | {poi} | {r.collapsed_a}/{r.collapsed_b} of {r.n_seeds} | "
+    return (f"{_num(r.effect)} {ci} | {_num(r.median)} | {poi} | {r.collapsed_a}/{r.collapsed_b} ({r.dead_a}/{r.dead_b}) of {r.n_seeds} | "
             f"{r.p_adjusted:.3g} | **{r.verdict}**{need}")
 
 
@@ -59,7 +59,8 @@ def markdown(df: pd.DataFrame, hyp: claims.Hypotheses) -> str:
              f"{hyp.split} split, paired by seed. Effect: mean of a - b over seeds with its BCa {hyp.confidence:.0%} "
              "interval; the median beside it (collapsed seeds make the differences bimodal); P(a better): the "
              "probability that a run of a beats a run of b, with a stratified bootstrap interval; collapsed: seeds "
-             "whose model is a constant predictor, in a and in b; p: the claim's test, Holm-adjusted over the "
+             "whose model is a constant predictor, in a and in b (dead: one score for every image, a network that "
+             "no longer depends on its input); p: the claim's test, Holm-adjusted over the "
              f"family's levels; verdicts at alpha {hyp.alpha}. Made by the `verdicts` stage.", ""]
     if df.empty:
         return "\n".join(lines + ["No rounds to test yet.", ""])
@@ -83,7 +84,7 @@ def markdown(df: pd.DataFrame, hyp: claims.Hypotheses) -> str:
     for claim_id, g in df.groupby("claim", sort=False):
         lines += [f"## {claim_id}", "", f"*{says[claim_id]}*", "",
                   "| network | granularity | scenario | level | remaining | bits | effect [CI] | median | "
-                  "P(a better) [CI] | collapsed a/b | p (Holm) | verdict |",
+                  "P(a better) [CI] | collapsed a/b (dead) | p (Holm) | verdict |",
                   "|---|---|---|---|---|---|---|---|---|---|---|---|"]
         for r in g.itertuples():
             lines.append(f"| {r.network} | {r.granularity} | {r.scenario} | {r.level} | {r.remaining:.4f} | "
