@@ -139,3 +139,38 @@ def test_dvc_plots_html_draws_training_and_roc_curves(finished, tmp_path):
     png = tmp_path / "plots.png"
     assert_rendered(png, chromium(page.as_uri(), tmp_path / "chromium-profile", "--allow-file-access-from-files",
                                   f"--screenshot={png}"))
+
+
+def test_the_documentation_site_opens_and_draws_its_front_figure(tmp_path):
+    """`mkdocs build --strict` (no page links to a missing page or anchor), served on 127.0.0.1: the home page
+    renders in headless Chromium and fetches its figure (reports/figures/test.png), and every page of the nav
+    answers."""
+    import functools
+    import http.server
+    import threading
+
+    root = Path(__file__).resolve().parents[1]
+    site = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "--site-dir", str(site)], cwd=root,
+                   check=True, capture_output=True, env={**os.environ, "NO_MKDOCS_2_WARNING": "1"})
+    fetched: list[tuple[str, int]] = []
+
+    class Handler(http.server.SimpleHTTPRequestHandler):
+        def log_request(self, code="-", size="-"):
+            fetched.append((self.path, int(code) if str(code).isdigit() else 0))
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), functools.partial(Handler, directory=str(site)))
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        url = f"http://127.0.0.1:{server.server_port}/"
+        png = tmp_path / "home.png"
+        proc = chromium(url, tmp_path / "chromium-profile", f"--screenshot={png}")
+        assert_rendered(png, proc)
+        assert ("/reports/figures/test.png", 200) in fetched, fetched
+        import urllib.request
+
+        for page in ("getting-started/", "results/", "verdicts/", "architecture/", "reference/"):
+            with urllib.request.urlopen(url + page) as r:
+                assert r.status == 200 and b"<h1" in r.read()
+    finally:
+        server.shutdown()
