@@ -24,7 +24,7 @@ def write_verdicts(params: Params) -> dict:
     with io.atomic_path(VERDICTS_CSV) as tmp:
         df.to_csv(tmp, index=False, float_format="%.6g", lineterminator="\n")
     with io.atomic_path(VERDICTS_MD) as tmp:
-        tmp.write_text(markdown(df, hyp))
+        tmp.write_text(markdown(df, hyp) + failures(hyp))
     with io.atomic_path(HEADLINE_MD) as tmp:
         tmp.write_text(headline(df, hyp))
     return {"rows": len(df), "verdicts": df["verdict"].value_counts().to_dict() if len(df) else {}}
@@ -124,4 +124,28 @@ def headline(df: pd.DataFrame, hyp: claims.Hypotheses, network: str = HEADLINE_N
             effect = f"{_num(first['median'].min())} to {_num(first['median'].max())}"
             lines.append(f"| {says[claim.id]} | {granularity} | {scenario} | {' / '.join(seeds)} | {effect} | "
                          + " | ".join(cells) + " |")
+    return "\n".join(lines) + "\n"
+
+
+def failures(hyp: claims.Hypotheses) -> str:
+    """Every collapsed (constant predictor) and dead (one score for every image) model of the red and black
+    arms on the claims' split, with the evaluate stage's diagnosis of why: a dead network is explained
+    before it is counted."""
+    lines = ["## Collapsed and dead models", "",
+             f"Every red and black model ({hyp.split} split) that predicts one class for every image (collapsed) "
+             "or gives every image the same score (dead), with the evaluate stage's diagnosis on val: "
+             "`dead head` means every ReLU unit of one of the 8-wide head layers is zero for every image (the "
+             "logits are then the last biases), `ranks, one class at argmax` a model that still ranks but predicts "
+             "one class.", "",
+             "| network | bits | method | seed | round | remaining | AUC | FNR | dead | cause |",
+             "|---|---|---|---|---|---|---|---|---|---|"]
+    for (network, bits), path in hyp.sources().items():
+        if not path.is_file():
+            continue
+        r = pd.read_csv(path)
+        r = r[(r["split"] == hyp.split) & r["method"].str.match(r"^(red|black)(-channel(-reinit)?)?$")
+              & (r["constant"].astype(bool) | r["score_constant"].astype(bool))]
+        for x in r.sort_values(["method", "seed", "round"]).itertuples():
+            lines.append(f"| {network} | {bits} | {x.method} | {x.seed} | {x.round} | {x.remaining:.4f} | "
+                         f"{x.auc:.3f} | {x.fnr:.3f} | {'yes' if x.score_constant else 'no'} | {x.cause} |")
     return "\n".join(lines) + "\n"
