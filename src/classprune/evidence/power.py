@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from . import stats
 from .claims import Claim, Hypotheses, paired
+from .verdicts import pvalue
 
 GRID = (3, 5, 8, 10, 12, 15, 20, 25, 30, 40, 50, 60)
 SIMS = 400
@@ -28,18 +28,7 @@ MC_RESAMPLES = 2048   # sign patterns per simulated test: p resolves to 1/2049, 
 
 def rejects(claim: Claim, a: np.ndarray, b: np.ndarray, alpha: float) -> np.ndarray:
     """Whether the claim's test rejects in each simulated study (rows of a and b: studies; columns: seeds)."""
-    d = a - b
-    n_resamples = min(2 ** d.shape[-1], MC_RESAMPLES)
-    if claim.kind == "direction":
-        p = stats.sign_flip_test(d, claim.alternative, n_resamples=n_resamples)
-    elif claim.kind == "noninferiority":
-        p = stats.sign_flip_test(d, "greater", shift=-claim.margin, n_resamples=n_resamples)
-    elif claim.kind == "equivalence":
-        p = np.maximum(stats.sign_flip_test(d, "greater", shift=-claim.margin, n_resamples=n_resamples),
-                       stats.sign_flip_test(d, "less", shift=claim.margin, n_resamples=n_resamples))
-    else:
-        p = np.array([stats.mcnemar_exact(x.astype(bool), y.astype(bool), claim.alternative) for x, y in zip(a, b)])
-    return np.asarray(p) < alpha
+    return pvalue(claim, a, b, n_resamples=min(2 ** a.shape[-1], MC_RESAMPLES)) < alpha
 
 
 def seeds_needed(claim: Claim, pairs: pd.DataFrame, alpha: float, target: float, seed: int = 0) -> tuple[float, dict]:

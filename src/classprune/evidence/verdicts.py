@@ -23,7 +23,23 @@ KEYS = ["claim", "network", "granularity", "scenario", "level"]
 POSITIVE = {"direction": "supported", "noninferiority": "supported", "rate": "supported", "equivalence": "equivalent"}
 
 
-def test_claim(claim: Claim, pairs: pd.DataFrame, confidence: float) -> dict:
+def pvalue(claim: Claim, a: np.ndarray, b: np.ndarray, n_resamples: int | None = None) -> np.ndarray:
+    """The claim's own test on paired values (last axis: seeds; leading axes: studies, as the power analysis
+    simulates them)."""
+    d = np.asarray(a, dtype=float) - np.asarray(b, dtype=float)
+    if claim.kind == "direction":
+        return stats.sign_flip_test(d, claim.alternative, n_resamples=n_resamples)
+    if claim.kind == "noninferiority":
+        return stats.sign_flip_test(d, "greater", shift=-claim.margin, n_resamples=n_resamples)
+    if claim.kind == "equivalence":   # TOST: the larger of the two one-sided p-values
+        return np.maximum(stats.sign_flip_test(d, "greater", shift=-claim.margin, n_resamples=n_resamples),
+                          stats.sign_flip_test(d, "less", shift=claim.margin, n_resamples=n_resamples))
+    rows = np.atleast_2d(a), np.atleast_2d(b)
+    p = np.array([stats.mcnemar_exact(x.astype(bool), y.astype(bool), claim.alternative) for x, y in zip(*rows)])
+    return p.reshape(np.shape(a)[:-1])
+
+
+def evaluate_claim(claim: Claim, pairs: pd.DataFrame, confidence: float) -> dict:
     """The claim's test on one level's paired seeds: p-value, effect (mean a - b) with its BCa interval, the
     median, P(a better than b) with its interval, and the collapse and dead-network counts of both arms."""
     a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
@@ -38,14 +54,7 @@ def test_claim(claim: Claim, pairs: pd.DataFrame, confidence: float) -> dict:
         return row | {"p": math.nan, "ci_low": math.nan, "ci_high": math.nan,
                       "p_improvement": math.nan, "p_improvement_low": math.nan, "p_improvement_high": math.nan}
     row["ci_low"], row["ci_high"] = stats.bca_interval(d, confidence)
-    if claim.kind == "direction":
-        row["p"] = float(stats.sign_flip_test(d, claim.alternative))
-    elif claim.kind == "noninferiority":
-        row["p"] = stats.noninferiority_test(d, claim.margin)
-    elif claim.kind == "equivalence":
-        row["p"] = stats.equivalence_test(d, claim.margin)
-    else:
-        row["p"] = stats.mcnemar_exact(a.astype(bool), b.astype(bool), claim.alternative)
+    row["p"] = float(pvalue(claim, a, b))
     # P(a better than b): lower is better for error rates and collapses, higher for AUC and accuracy
     sign = -1.0 if claim.metric in ("fnr", "fpr", "constant") else 1.0
     row["p_improvement"], row["p_improvement_low"], row["p_improvement_high"] = \
@@ -70,7 +79,7 @@ def table(hyp: Hypotheses, power: pd.DataFrame | None = None, root: Path = Path(
                         continue
                     family.append({"claim": claim.id, "network": network, "granularity": granularity,
                                    "scenario": scenario, "level": level, "bits": bits,
-                                   **test_claim(claim, pairs, hyp.confidence)})
+                                   **evaluate_claim(claim, pairs, hyp.confidence)})
                 for row, p_adj in zip(family, stats.holm([r["p"] for r in family])):
                     row["p_adjusted"] = float(p_adj)
                 rows += family
