@@ -165,3 +165,18 @@ def test_the_committed_verdicts_are_those_of_the_committed_rounds():
     out = subprocess.run(["dvc", "status", "reports/evidence/dvc.yaml"], cwd=root, capture_output=True, text=True)
     assert out.returncode == 0, out.stderr
     assert "up to date" in out.stdout, out.stdout
+
+
+def test_a_collapsed_model_in_the_favoured_arm_counts_against_the_claim(tmp_path):
+    """A dead black that calls every image positive has FNR 0: it must count as a collapse, never as the
+    lower FNR the claim asks for."""
+    rounds = _rounds(6, 0.1, 0.3)
+    dead = (rounds["method"] == "black") & (rounds["seed"] == 0) & (rounds["round"] == 2)
+    rounds.loc[dead, ["fnr", "constant", "score_constant"]] = [0.0, True, True]
+    hyp = _hypotheses(tmp_path, rounds, [FNR_CLAIM])
+    row = verdicts.table(hyp, root=tmp_path).set_index("level").loc[2]
+    red_fnr = rounds[(rounds["method"] == "red") & (rounds["seed"] == 0) & (rounds["round"] == 2)]["fnr"].item()
+    assert row["collapsed_a"] == 1 and row["dead_a"] == 1
+    assert row["effect"] > rounds[dead]["fnr"].item() - red_fnr           # seed 0 counts as FNR 1, not 0
+    assert row["p"] > verdicts.table(_hypotheses(tmp_path, _rounds(6, 0.1, 0.3), [FNR_CLAIM]),
+                                     root=tmp_path).set_index("level").loc[2, "p"]

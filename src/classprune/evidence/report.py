@@ -61,7 +61,9 @@ def markdown(df: pd.DataFrame, hyp: claims.Hypotheses) -> str:
              "probability that a run of a beats a run of b, with a stratified bootstrap interval; collapsed: seeds "
              "whose model is a constant predictor, in a and in b (dead: one score for every image, a network that "
              "no longer depends on its input); p: the claim's test, Holm-adjusted over the "
-             f"family's levels; verdicts at alpha {hyp.alpha}. Made by the `verdicts` stage.", ""]
+             f"family's levels; verdicts at alpha {hyp.alpha}. A seed whose model a is a constant predictor counts "
+             "as the worst value of an argmax metric (FNR 1): a collapse is never a pass. Made by the `verdicts` "
+             "stage.", ""]
     if df.empty:
         return "\n".join(lines + ["No rounds to test yet.", ""])
     lines += ["## Agreement between bit sets", "",

@@ -42,7 +42,7 @@ def pvalue(claim: Claim, a: np.ndarray, b: np.ndarray, n_resamples: int | None =
 def evaluate_claim(claim: Claim, pairs: pd.DataFrame, confidence: float) -> dict:
     """The claim's test on one level's paired seeds: p-value, effect (mean a - b) with its BCa interval, the
     median, P(a better than b) with its interval, and the collapse and dead-network counts of both arms."""
-    a, b = pairs["a"].to_numpy(), pairs["b"].to_numpy()
+    a, b = _never_a_pass(claim, pairs), pairs["b"].to_numpy()
     d = a - b
     n = len(d)
     row = {"n_seeds": n, "mean_a": _mean(a), "mean_b": _mean(b), "effect": _mean(d),
@@ -107,6 +107,20 @@ def _with_power(out: pd.DataFrame, power: pd.DataFrame | None) -> pd.DataFrame:
         return out.assign(seeds_needed=math.nan)
     need = power[KEYS + ["seeds_needed"]]
     return out.merge(need, on=KEYS, how="left")
+
+
+# argmax metrics, and the value a constant predictor is given in the arm the claim favours (the worst one)
+ARGMAX_WORST = {"fnr": 1.0, "fpr": 1.0, "accuracy": 0.0, "balanced_accuracy": 0.0}
+
+
+def _never_a_pass(claim: Claim, pairs: pd.DataFrame) -> np.ndarray:
+    """Arm a's values, where a seed whose model a is a constant predictor counts as the worst value of an argmax
+    metric: a collapsed model is a collapse, never a pass (a dead black that calls every image positive has
+    FNR 0, and would otherwise count for the claim). Threshold-free metrics (AUC) stay as measured."""
+    a = pairs["a"].to_numpy(dtype=float).copy()
+    if claim.kind != "rate" and claim.metric in ARGMAX_WORST:
+        a[pairs["constant_a"].to_numpy(dtype=bool)] = ARGMAX_WORST[claim.metric]
+    return a
 
 
 def _mean(x) -> float:
