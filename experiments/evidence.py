@@ -31,6 +31,7 @@ import yaml  # noqa: E402
 
 from classprune import io  # noqa: E402
 from classprune.config import load_params  # noqa: E402
+from classprune.edge.onnx_files import cpu_features  # noqa: E402
 from classprune.isa import PIN_ENV  # noqa: E402
 from classprune.paths import declared_results  # noqa: E402
 from classprune.reporting.report import load_results  # noqa: E402
@@ -42,27 +43,26 @@ def _with(params, **run):
     return params.model_copy(update={"run": params.run.model_copy(update=run)})
 
 
-def _written_here(clone: Path, seed: int, rel: Path) -> bool:
-    """The result file is the one the seed's lock recorded, from a stage that read this clone's data cache (a
-    results file committed from another run, with another split, is not)."""
-    path = clone / rel
-    if not path.is_file():
-        return False
+def _recorded(clone: Path, seed: int) -> dict[str, str]:
+    """{result path: md5} of the seed's lock entries whose stage read this clone's data cache (a results file
+    committed from another run, with another split, is not among them)."""
     cache_md5 = next(o["md5"] for o in yaml.safe_load((clone / "dvc.lock").read_text())["stages"]["cache"]["outs"])
     lock = clone / "pipelines" / f"seed_{seed}" / "dvc.lock"
-    for stage in (yaml.safe_load(lock.read_text()) or {}).get("stages", {}).values() if lock.is_file() else ():
-        for out in stage.get("outs", []):
-            if out["path"] == str(rel):
-                deps = {d["path"]: d.get("md5") for d in stage.get("deps", [])}
-                return out["md5"] == hashlib.md5(path.read_bytes()).hexdigest() and deps.get("data/cache") == cache_md5
-    return False
+    stages = (yaml.safe_load(lock.read_text()) or {}).get("stages", {}) if lock.is_file() else {}
+    return {out["path"]: out["md5"] for stage in stages.values()
+            if any(d["path"] == "data/cache" and d.get("md5") == cache_md5 for d in stage.get("deps", []))
+            for out in stage.get("outs", [])}
 
 
 def finished(params, clone: Path) -> dict[str, list[int]]:
     """{"weight": seeds whose weight chains have every result file, "channel": seeds whose channel tickets and
-    reinit controls have theirs}: the seeds a collection holds, per granularity."""
+    reinit controls have theirs}: the seeds a collection holds, per granularity. A result file counts when its
+    md5 is the one its seed's lock recorded from this run."""
+    recorded = {seed: _recorded(clone, seed) for seed in params.run.seeds}
+
     def done(seed: int, **run) -> bool:
-        return all(_written_here(clone, seed, rel) for rel in declared_results(_with(params, seeds=[seed], **run)))
+        return all((clone / rel).is_file() and recorded[seed].get(str(rel)) == hashlib.md5((clone / rel).read_bytes()).hexdigest()
+                   for rel in declared_results(_with(params, seeds=[seed], **run)))
 
     return {"weight": [s for s in params.run.seeds if done(s, channel_scenarios=[])],
             "channel": [s for s in params.run.seeds if done(s)]}
@@ -80,13 +80,9 @@ def load(params, clone: Path, seeds: dict[str, list[int]]) -> pd.DataFrame:
 
 
 def cpu() -> dict:
-    model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("model name")), platform.processor())
-    flags = next((line.split(":", 1)[1].split() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                  if line.startswith("flags")), [])
-    return {"cpu": model, "cores": len([1 for line in Path("/proc/cpuinfo").read_text().splitlines()
-                                        if line.startswith("processor")]),
-            "avx512f": "avx512f" in flags, "avx512_vnni": "avx512_vnni" in flags}
+    info = cpu_features()
+    return {"cpu": info["model"] or platform.processor(), "cores": os.cpu_count(),
+            "avx512f": "avx512f" in info["flags"], "avx512_vnni": "avx512_vnni" in info["flags"]}
 
 
 def collect(clone: Path, bits: str) -> Path:

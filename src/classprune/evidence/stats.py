@@ -113,8 +113,10 @@ def probability_of_improvement(better, worse, confidence: float = 0.95) -> tuple
     stratified bootstrap interval (each arm resampled on its own, as Agarwal et al.)."""
     x, y = np.asarray(better, dtype=float), np.asarray(worse, dtype=float)
     point = float(_p_improvement(x, y))
-    if point in (0.0, 1.0) or x.size < 3 or y.size < 3:
-        return point, (point if point in (0.0, 1.0) else float("nan")), (point if point in (0.0, 1.0) else float("nan"))
+    if point in (0.0, 1.0):   # every pair one way: every resample says the same
+        return point, point, point
+    if x.size < 3 or y.size < 3:
+        return point, float("nan"), float("nan")
     res = stats.bootstrap((x, y), _p_improvement, method="percentile", confidence_level=confidence,
                           vectorized=True, paired=False, n_resamples=BOOTSTRAP_RESAMPLES, random_state=SEED)
     return point, float(res.confidence_interval.low), float(res.confidence_interval.high)
